@@ -1,0 +1,46 @@
+"""The `backup_catalog` asset: the `back_up` table, materialized by every backup and restore."""
+
+from __future__ import annotations
+
+from dagster import AssetKey, AssetMaterialization, AssetSpec, MetadataValue
+
+from htd_pipelines.backup import RecordedBackup
+
+BACKUP_CATALOG = AssetKey("backup_catalog")
+
+backup_catalog = AssetSpec(
+    key=BACKUP_CATALOG,
+    description=(
+        "The backup catalog: one row per backup version in the application database's "
+        "`back_up` table (type, relation id, version, manifest, is_reback), with the Parquet "
+        "snapshots under HTD_SNAPSHOT_URI. Materialized by backup_job and restore_job."
+    ),
+    group_name="htd",
+    kinds={"parquet", "sql"},
+)
+
+
+def backup_materialization(
+    recorded: RecordedBackup, type_name: str, uid: str | None, run_uri: str
+) -> AssetMaterialization:
+    return AssetMaterialization(
+        asset_key=BACKUP_CATALOG,
+        description=f"backup {recorded.backup_id}: {type_name} {recorded.relation_id} "
+        f"v{recorded.version}",
+        metadata={
+            "backup_id": recorded.backup_id,
+            "type": type_name,
+            "relation_id": recorded.relation_id,
+            "version": recorded.version,
+            "uid": uid or "",
+            "total_rows": sum(recorded.rows.values()),
+            "bytes": MetadataValue.int(recorded.bytes),
+            "rows_per_table": MetadataValue.md(
+                "| table | rows |\n|---|---|\n"
+                + "\n".join(f"| {t} | {n} |" for t, n in recorded.rows.items())
+            ),
+            "location": MetadataValue.path(f"{run_uri.rstrip('/')}/{recorded.location}"),
+            "is_reback": 0,
+        },
+        tags={"htd/type": type_name, "htd/relation_id": recorded.relation_id},
+    )

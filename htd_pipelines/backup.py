@@ -1,0 +1,390 @@
+"""The backup itself, free of Dagster: plan, extract one table, record, delete what was captured.
+
+The Dagster ops in `htd_pipelines.jobs.backup` are thin wrappers around these functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from htd_pipelines import catalog
+from htd_pipelines.extract import stream_batches
+from htd_pipelines.manifest import MANIFEST_FILE, Manifest, TableManifest
+from htd_pipelines.plan import REL_COLUMN, ResolvedType, TablePlan, resolve_cached
+from htd_pipelines.registry import Registry
+from htd_pipelines.snapshots import SnapshotError, SnapshotStore, WrittenFile
+
+
+class BackupError(RuntimeError):
+    """The backup cannot go ahead; the message names the id, table or file at fault."""
+
+
+@dataclass(frozen=True)
+class BackupPlan:
+    """What one run backs up; passed from op to op (plain data, picklable)."""
+
+    type: str
+    relation_ids: tuple[str, ...]
+    versions: dict[str, int]
+    uid: str | None
+    keep_source: bool
+    run_id: str
+    registry_file: str
+    registry_sha256: str
+    snapshot_uri: str
+    created_at: str
+
+    def location(self, relation_id: str) -> str:
+        return SnapshotStore.backup_dir(self.type, relation_id, self.versions[relation_id])
+
+
+@dataclass(frozen=True)
+class TableExtract:
+    """One op's result: the table's snapshot file per relation id (empty if not in the type)."""
+
+    table: str
+    per_relation: dict[str, TableManifest] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.per_relation.values())
+
+
+@dataclass(frozen=True)
+class RecordedBackup:
+    backup_id: int
+    relation_id: str
+    version: int
+    location: str
+    rows: dict[str, int]
+    bytes: int
+
+
+def resolved(engine: Engine, registry: Registry, type_name: str, scope: str) -> ResolvedType:
+    return resolve_cached(engine, registry.get(type_name), registry.path, scope)
+
+
+def coerce_ids(plan: ResolvedType, relation_ids: list) -> list:
+    """Relation ids as values of the root key's type; a malformed id is a clear error."""
+    root = plan.root
+    column = root.table.c[root.rule.key]
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        python_type = str
+    out = []
+    for rid in relation_ids:
+        try:
+            out.append(python_type(rid) if python_type in (int, str) else rid)
+        except (TypeError, ValueError):
+            raise BackupError(
+                f"relation id {rid!r} is not a valid value of {root.name}.{root.rule.key} "
+                f"({python_type.__name__})"
+            ) from None
+    return out
+
+
+def existing_ids(engine: Engine, plan: ResolvedType, ids: list) -> set[str]:
+    root = plan.root
+    key = root.table.c[root.rule.key]
+    with engine.connect() as conn:
+        found = conn.execute(sa.select(key).where(key.in_(sa.bindparam("ids", expanding=True))),
+                             {"ids": ids}).scalars()
+        return {str(v) for v in found}
+
+
+def plan_backup(
+    engine: Engine,
+    registry: Registry,
+    store: SnapshotStore,
+    *,
+    type_name: str,
+    relation_ids: list,
+    uid: str | None,
+    keep_source: bool,
+    run_id: str,
+) -> BackupPlan:
+    if not relation_ids:
+        raise BackupError("no relation ids given: name at least one session to back up")
+    rtype = resolved(engine, registry, type_name, run_id)
+    ids = coerce_ids(rtype, relation_ids)
+    rel_ids = list(dict.fromkeys(str(i) for i in ids))
+    found = existing_ids(engine, rtype, ids)
+    missing = [r for r in rel_ids if r not in found]
+    if missing:
+        raise BackupError(
+            f"unknown relation id(s) {', '.join(missing)} for type {type_name!r}: "
+            f"no row in {rtype.root.name}.{rtype.root.rule.key}"
+        )
+    catalog.ensure_catalog(engine)
+    with engine.connect() as conn:
+        first_free = catalog.next_versions(conn, type_name, rel_ids)
+    versions = {r: store.reserve_version(type_name, r, first_free[r]) for r in rel_ids}
+    return BackupPlan(
+        type=type_name,
+        relation_ids=tuple(rel_ids),
+        versions=versions,
+        uid=uid,
+        keep_source=keep_source,
+        run_id=run_id,
+        registry_file=registry.path,
+        registry_sha256=rtype.btype.digest(),
+        snapshot_uri=store.uri,
+        created_at=dt.datetime.now(dt.UTC).isoformat(),
+    )
+
+
+def pk_digest(keys: pa.Table) -> str:
+    """Order-independent digest of a set of primary keys (sorted, canonical text)."""
+    h = hashlib.sha256()
+    if keys.num_rows:
+        keys = keys.sort_by([(c, "ascending") for c in keys.column_names])
+        columns = [pc.cast(keys[c], pa.string()).to_pylist() for c in keys.column_names]
+        for row in zip(*columns, strict=True):
+            h.update("\x1f".join(row).encode())
+            h.update(b"\x1e")
+    return h.hexdigest()
+
+
+class _Capture:
+    """Per-relation accumulation while one table streams: writer, keys, remote-file refs."""
+
+    def __init__(self, store: SnapshotStore, path: str, schema: pa.Schema, plan: TablePlan):
+        self.writer = store.parquet_writer(path, schema)
+        self.plan = plan
+        self.keys: list[pa.Table] = []
+        self.files: list[dict] = []
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.writer.write(batch)
+        pk = list(self.plan.primary_key)
+        self.keys.append(pa.Table.from_batches([batch.select(pk)]))
+        for col in self.plan.rule.files:
+            refs = batch.select([*pk, col]).filter(pc.is_valid(batch.column(col)))
+            for row in refs.to_pylist():
+                url = row.pop(col)
+                self.files.append({"column": col, "key": row, "url": url})
+
+    def finish(self) -> tuple[WrittenFile, str, list[dict]]:
+        written = self.writer.close()
+        keys = (
+            pa.concat_tables(self.keys)
+            if self.keys
+            else self.plan.arrow_schema().empty_table().select(list(self.plan.primary_key))
+        )
+        return written, pk_digest(keys), self.files
+
+
+def extract_table(
+    engine: Engine, registry: Registry, store: SnapshotStore, plan: BackupPlan, table: str
+) -> TableExtract:
+    """Stream the table's rows of every relation id in the plan into one Parquet file each."""
+    btype = registry.get(plan.type)
+    if btype.rule(table) is None:
+        return TableExtract(table)
+    tplan = resolved(engine, registry, plan.type, plan.run_id).table(table)
+    schema = tplan.arrow_schema()
+    ids = coerce_ids(resolved(engine, registry, plan.type, plan.run_id), list(plan.relation_ids))
+    path = {r: f"{plan.location(r)}/{tplan.rule.slug}.parquet" for r in plan.relation_ids}
+    captures: dict[str, _Capture] = {}
+
+    def capture(rid: str) -> _Capture:
+        if rid not in captures:
+            captures[rid] = _Capture(store, path[rid], schema, tplan)
+        return captures[rid]
+
+    for batch in stream_batches(engine, tplan, ids):
+        rel = batch.column(REL_COLUMN)
+        data = batch.select(schema.names)
+        if len(plan.relation_ids) == 1:
+            capture(plan.relation_ids[0]).add(data)
+            continue
+        for value in pc.unique(rel).to_pylist():
+            capture(str(value)).add(data.filter(pc.equal(rel, value)))
+    out: dict[str, TableManifest] = {}
+    for rid in plan.relation_ids:
+        written, digest, files = capture(rid).finish()
+        out[rid] = TableManifest(
+            table=table,
+            file=path[rid].rsplit("/", 1)[-1],
+            rows=written.rows,
+            bytes=written.size,
+            sha256=written.sha256,
+            key=tplan.rule.key,
+            parent=tplan.parent.name if tplan.parent else None,
+            primary_key=list(tplan.primary_key),
+            pk_digest=digest,
+            columns=[
+                {
+                    "name": c.name,
+                    "arrow_type": str(c.arrow),
+                    "sql_type": c.sql_type,
+                    "nullable": c.nullable,
+                    "kind": c.kind,
+                }
+                for c in tplan.columns
+            ],
+            files=files,
+        )
+    return TableExtract(table, out)
+
+
+def record_backup(
+    engine: Engine,
+    registry: Registry,
+    store: SnapshotStore,
+    plan: BackupPlan,
+    extracts: list[TableExtract],
+) -> list[RecordedBackup]:
+    """Write each session's manifest, then its catalog row; all catalog rows in one transaction."""
+    order = [t.name for t in resolved(engine, registry, plan.type, plan.run_id).tables]
+    by_table = {e.table: e for e in extracts if e.per_relation}
+    missing = [t for t in order if t not in by_table]
+    if missing:
+        raise BackupError(f"no snapshot was extracted for table(s) {', '.join(missing)}")
+    finished = dt.datetime.now(dt.UTC).isoformat()
+    manifests = []
+    for rid in plan.relation_ids:
+        manifest = Manifest(
+            type=plan.type,
+            relation_id=rid,
+            version=plan.versions[rid],
+            location=plan.location(rid),
+            snapshot_uri=plan.snapshot_uri,
+            uid=plan.uid,
+            run_id=plan.run_id,
+            registry_file=plan.registry_file,
+            registry_sha256=plan.registry_sha256,
+            created_at=plan.created_at,
+            finished_at=finished,
+            compression=f"zstd({store.zstd_level})",
+            tables=[by_table[t].per_relation[rid] for t in order],
+        )
+        store.write_bytes(f"{manifest.location}/{MANIFEST_FILE}", manifest.to_json().encode())
+        manifests.append(manifest)
+    recorded = []
+    with engine.begin() as conn:
+        for m in manifests:
+            backup_id = catalog.insert_backup(conn, m)
+            recorded.append(
+                RecordedBackup(
+                    backup_id=backup_id,
+                    relation_id=m.relation_id,
+                    version=m.version,
+                    location=m.location,
+                    rows={t.table: t.rows for t in m.tables},
+                    bytes=m.total_bytes,
+                )
+            )
+        catalog.log_operation(
+            conn,
+            action="backup",
+            uid=plan.uid,
+            type_name=plan.type,
+            relation_ids=list(plan.relation_ids),
+            backup_ids=[r.backup_id for r in recorded],
+            counts={t: sum(r.rows[t] for r in recorded) for t in order},
+            run_id=plan.run_id,
+        )
+    return recorded
+
+
+def verify_files(store: SnapshotStore, manifest: Manifest) -> None:
+    """Every snapshot file of the backup exists and has the manifest's size and sha256."""
+    for t in manifest.tables:
+        path = f"{manifest.location}/{t.file}"
+        digest, size = store.file_digest(path)
+        if digest != t.sha256 or size != t.bytes:
+            raise SnapshotError(
+                f"snapshot file {store.full(path)} of table {t.table} does not match its "
+                f"manifest (sha256 {digest[:12]}… vs {t.sha256[:12]}…, {size} vs {t.bytes} bytes)"
+            )
+
+
+def _captured_keys(store: SnapshotStore, manifests: list[Manifest], table: TablePlan) -> pa.Table:
+    parts = []
+    for m in manifests:
+        t = m.table(table.name)
+        pf = store.parquet_file(f"{m.location}/{t.file}")
+        parts.append(pf.read(columns=list(table.primary_key)))
+    return pa.concat_tables(parts)
+
+
+def _key_rows(t: pa.Table) -> set[tuple]:
+    return set(zip(*[t[c].to_pylist() for c in t.column_names], strict=True))
+
+
+def delete_source(
+    engine: Engine,
+    registry: Registry,
+    store: SnapshotStore,
+    plan: BackupPlan,
+    recorded: list[RecordedBackup],
+) -> dict[str, int]:
+    """Delete exactly the captured rows in one transaction, children first; else roll back."""
+    rtype = resolved(engine, registry, plan.type, plan.run_id)
+    with engine.connect() as conn:
+        records = [catalog.get_backup(conn, r.backup_id) for r in recorded]
+    manifests = [r.manifest for r in records]
+    for m in manifests:  # only what is in a committed, verified backup may go
+        verify_files(store, m)
+    ids = coerce_ids(rtype, list(plan.relation_ids))
+    counts: dict[str, int] = {}
+    try:
+        with engine.begin() as conn:
+            for tplan in reversed(rtype.tables):
+                captured = _captured_keys(store, manifests, tplan)
+                pk_cols = [tplan.table.c[c] for c in tplan.primary_key]
+                result = conn.execute(
+                    sa.delete(tplan.table).where(tplan.where_owned()).returning(*pk_cols),
+                    {"ids": ids},
+                )
+                deleted_rows = result.fetchall()
+                deleted = pa.Table.from_pylist(
+                    [dict(zip(tplan.primary_key, r, strict=True)) for r in deleted_rows],
+                    schema=captured.schema,
+                )
+                if len(deleted_rows) != captured.num_rows or pk_digest(deleted) != pk_digest(
+                    captured
+                ):
+                    extra = sorted(_key_rows(deleted) - _key_rows(captured))[:5]
+                    gone = sorted(_key_rows(captured) - _key_rows(deleted))[:5]
+                    raise BackupError(
+                        f"table {tplan.name}: the rows to delete are not the rows captured "
+                        f"({len(deleted_rows)} found vs {captured.num_rows} backed up; "
+                        f"not in the backup: {extra}; no longer there: {gone}); "
+                        "nothing was deleted"
+                    )
+                counts[tplan.name] = len(deleted_rows)
+            catalog.mark_source_deleted(conn, [r.backup_id for r in recorded])
+            catalog.log_operation(
+                conn,
+                action="delete",
+                uid=plan.uid,
+                type_name=plan.type,
+                relation_ids=list(plan.relation_ids),
+                backup_ids=[r.backup_id for r in recorded],
+                counts=counts,
+                run_id=plan.run_id,
+            )
+    except Exception as exc:
+        catalog.log_operation_now(
+            engine,
+            action="delete",
+            status="failed",
+            uid=plan.uid,
+            type_name=plan.type,
+            relation_ids=list(plan.relation_ids),
+            backup_ids=[r.backup_id for r in recorded],
+            run_id=plan.run_id,
+            message=str(exc),
+        )
+        raise
+    return counts

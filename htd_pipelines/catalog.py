@@ -1,0 +1,249 @@
+"""The catalog in the application database: `back_up` (one row per backup version) and
+`htd_operation_log` (who did what, with which run). Both are created on first use."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Connection, Engine
+
+from htd_pipelines.manifest import Manifest
+
+metadata = sa.MetaData()
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_LONG_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+_TS = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+back_up = sa.Table(
+    "back_up",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("relation_id", sa.String(191), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("uid", sa.String(64)),
+    sa.Column("manifest", _LONG_TEXT, nullable=False),
+    sa.Column("snapshot_uri", sa.String(1000), nullable=False),
+    sa.Column("location", sa.String(500), nullable=False),
+    sa.Column("total_rows", sa.BigInteger, nullable=False, default=0),
+    sa.Column("total_bytes", sa.BigInteger, nullable=False, default=0),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("source_deleted", sa.SmallInteger, nullable=False, default=0),
+    sa.Column("is_reback", sa.SmallInteger, nullable=False, default=0),
+    sa.Column("restored_at", _TS),
+    sa.Column("restored_by", sa.String(64)),
+    sa.Column("restore_run_id", sa.String(64)),
+    sa.Column("restore_requested_at", _TS),
+    sa.Column("restore_requested_by", sa.String(64)),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.UniqueConstraint("type", "relation_id", "version", name="uq_back_up_version"),
+    sa.Index("ix_back_up_relation", "type", "relation_id"),
+)
+
+operation_log = sa.Table(
+    "htd_operation_log",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("uid", sa.String(64)),
+    sa.Column("type", sa.String(64)),
+    sa.Column("relation_ids", _LONG_TEXT),
+    sa.Column("backup_ids", _LONG_TEXT),
+    sa.Column("counts", _LONG_TEXT),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("message", _LONG_TEXT),
+)
+
+CATALOG_TABLES = ("back_up", "htd_operation_log")
+_READY: set[str] = set()
+_LOCK = threading.Lock()
+
+
+class CatalogError(RuntimeError):
+    """A backup is unknown, or its catalog state forbids the operation."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def ensure_catalog(engine: Engine) -> None:
+    key = engine.url.render_as_string(hide_password=False)
+    if key in _READY:
+        return
+    with _LOCK:
+        metadata.create_all(engine, checkfirst=True)
+        _READY.add(key)
+
+
+def forget_catalog_cache() -> None:
+    _READY.clear()
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    id: int
+    type: str
+    relation_id: str
+    version: int
+    uid: str | None
+    is_reback: int
+    created_at: dt.datetime
+    restored_at: dt.datetime | None
+    restored_by: str | None
+    restore_requested_at: dt.datetime | None
+    source_deleted: int
+    total_rows: int
+    total_bytes: int
+    run_id: str | None
+    manifest_json: str
+
+    @property
+    def manifest(self) -> Manifest:
+        return Manifest.from_json(self.manifest_json)
+
+    def summary(self) -> dict:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "relation_id": self.relation_id,
+            "version": self.version,
+            "uid": self.uid,
+            "is_reback": self.is_reback,
+            "source_deleted": self.source_deleted,
+            "rows": self.total_rows,
+            "bytes": self.total_bytes,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "restored_at": self.restored_at.isoformat() if self.restored_at else None,
+            "restored_by": self.restored_by,
+            "run_id": self.run_id,
+        }
+
+
+def _record(row: sa.Row) -> BackupRecord:
+    m = row._mapping
+    return BackupRecord(
+        id=int(m["id"]),
+        type=m["type"],
+        relation_id=m["relation_id"],
+        version=int(m["version"]),
+        uid=m["uid"],
+        is_reback=int(m["is_reback"]),
+        created_at=m["created_at"],
+        restored_at=m["restored_at"],
+        restored_by=m["restored_by"],
+        restore_requested_at=m["restore_requested_at"],
+        source_deleted=int(m["source_deleted"]),
+        total_rows=int(m["total_rows"]),
+        total_bytes=int(m["total_bytes"]),
+        run_id=m["run_id"],
+        manifest_json=m["manifest"],
+    )
+
+
+def next_versions(conn: Connection, type_name: str, relation_ids: list[str]) -> dict[str, int]:
+    """The next free version number per relation id (1 for a first backup)."""
+    rows = conn.execute(
+        sa.select(back_up.c.relation_id, sa.func.max(back_up.c.version))
+        .where(back_up.c.type == type_name, back_up.c.relation_id.in_(relation_ids))
+        .group_by(back_up.c.relation_id)
+    ).all()
+    found = {r[0]: int(r[1]) for r in rows}
+    return {rid: found.get(rid, 0) + 1 for rid in relation_ids}
+
+
+def insert_backup(conn: Connection, manifest: Manifest) -> int:
+    result = conn.execute(
+        back_up.insert().values(
+            type=manifest.type,
+            relation_id=manifest.relation_id,
+            version=manifest.version,
+            uid=manifest.uid,
+            manifest=manifest.to_json(),
+            snapshot_uri=manifest.snapshot_uri,
+            location=manifest.location,
+            total_rows=manifest.total_rows,
+            total_bytes=manifest.total_bytes,
+            run_id=manifest.run_id,
+            is_reback=0,
+            source_deleted=0,
+            created_at=utcnow(),
+        )
+    )
+    return int(result.inserted_primary_key[0])
+
+
+def mark_source_deleted(conn: Connection, backup_ids: list[int]) -> None:
+    conn.execute(
+        back_up.update().where(back_up.c.id.in_(backup_ids)).values(source_deleted=1)
+    )
+
+
+def get_backup(conn: Connection, backup_id: int) -> BackupRecord:
+    row = conn.execute(sa.select(back_up).where(back_up.c.id == backup_id)).first()
+    if row is None:
+        raise CatalogError(f"backup {backup_id} does not exist in the back_up catalog")
+    return _record(row)
+
+
+def find_backups(
+    conn: Connection,
+    *,
+    type_name: str | None = None,
+    relation_id: str | None = None,
+    version: int | None = None,
+    limit: int | None = None,
+) -> list[BackupRecord]:
+    stmt = sa.select(back_up).order_by(back_up.c.id.desc())
+    if type_name is not None:
+        stmt = stmt.where(back_up.c.type == type_name)
+    if relation_id is not None:
+        stmt = stmt.where(back_up.c.relation_id == str(relation_id))
+    if version is not None:
+        stmt = stmt.where(back_up.c.version == version)
+    if limit:
+        stmt = stmt.limit(limit)
+    return [_record(r) for r in conn.execute(stmt)]
+
+
+def log_operation(
+    conn: Connection,
+    *,
+    action: str,
+    status: str = "ok",
+    uid: str | None = None,
+    type_name: str | None = None,
+    relation_ids: list | None = None,
+    backup_ids: list | None = None,
+    counts: dict | None = None,
+    run_id: str | None = None,
+    message: str | None = None,
+) -> None:
+    conn.execute(
+        operation_log.insert().values(
+            created_at=utcnow(),
+            action=action,
+            status=status,
+            uid=uid,
+            type=type_name,
+            relation_ids=json.dumps([str(r) for r in relation_ids or []]),
+            backup_ids=json.dumps(list(backup_ids or [])),
+            counts=json.dumps(counts or {}, sort_keys=True),
+            run_id=run_id,
+            message=message,
+        )
+    )
+
+
+def log_operation_now(engine: Engine, **kwargs) -> None:
+    """Write an operation-log row in its own transaction (survives a rolled-back operation)."""
+    ensure_catalog(engine)
+    with engine.begin() as conn:
+        log_operation(conn, **kwargs)

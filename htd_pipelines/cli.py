@@ -1,0 +1,238 @@
+"""`htd-pipelines`: run the code location's jobs and read the catalog from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import decimal
+import json
+import sys
+from collections.abc import Sequence
+
+from htd_pipelines import settings
+from htd_pipelines.registry import RegistryError
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    return str(value)
+
+
+def _print_json(doc: object) -> None:
+    print(json.dumps(doc, default=_json_default, ensure_ascii=False, indent=2))
+
+
+def _table(rows: list[dict], columns: Sequence[str]) -> str:
+    widths = {c: max([len(c), *(len(str(r.get(c, ""))) for r in rows)]) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from htd_pipelines.runner import backup_run_config, backup_tags, run_job
+
+    result = run_job(
+        "backup_job",
+        backup_run_config(args.type, args.relation_ids, args.uid, args.keep_source),
+        tags=backup_tags(args.type, args.relation_ids, args.uid),
+    )
+    recorded = result.output_for_node("record_backup")
+    print(f"run {result.run_id} succeeded")
+    for r in recorded:
+        print(
+            f"backup {r.backup_id}: {args.type} {r.relation_id} v{r.version}, "
+            f"{sum(r.rows.values())} rows, {r.bytes} bytes"
+            + ("" if args.keep_source else ", source rows deleted")
+        )
+    return 0
+
+
+def cmd_backups(args: argparse.Namespace) -> int:
+    from htd_pipelines.api import list_backups
+
+    records = [r.summary() for r in list_backups(args.type, args.relation_id, limit=args.limit)]
+    if args.json:
+        _print_json(records)
+    else:
+        cols = ["id", "type", "relation_id", "version", "rows", "bytes", "is_reback", "uid",
+                "created_at"]
+        print(_table(records, cols) if records else "no backups")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from htd_pipelines.api import find_backup, read_tables
+    from htd_pipelines.snapshots import SnapshotStore
+
+    record = find_backup(args.type, args.relation_id, args.version)
+    manifest = record.manifest
+    frames = read_tables(manifest, SnapshotStore(manifest.snapshot_uri))
+    if args.json:
+        _print_json(
+            {
+                "backup": record.summary(),
+                "manifest": {
+                    "location": manifest.location,
+                    "snapshot_uri": manifest.snapshot_uri,
+                    "registry_sha256": manifest.registry_sha256,
+                    "remote_files": manifest.remote_files(),
+                },
+                "tables": {
+                    name: [
+                        {k: (None if _isna(v) else v) for k, v in row.items()}
+                        for row in df.to_dict(orient="records")
+                    ]
+                    for name, df in frames.items()
+                },
+            }
+        )
+        return 0
+    s = record.summary()
+    print(
+        f"backup {s['id']}: type {s['type']} relation {s['relation_id']} version {s['version']} "
+        f"(uid {s['uid']}, created {s['created_at']}, is_reback {s['is_reback']})"
+    )
+    print(f"snapshots: {manifest.snapshot_uri}/{manifest.location}")
+    rows = [
+        {"table": t.table, "rows": t.rows, "bytes": t.bytes, "sha256": t.sha256[:16]}
+        for t in manifest.tables
+    ]
+    print(_table(rows, ["table", "rows", "bytes", "sha256"]))
+    files = manifest.remote_files()
+    if files:
+        print(f"remote files ({len(files)}):")
+        for ref in files:
+            print(f"  {ref['table']}.{ref['column']} {ref['key']}: {ref['url']}")
+    return 0
+
+
+def _isna(value: object) -> bool:
+    try:
+        import pandas as pd
+
+        return value is None or (not isinstance(value, list | dict) and bool(pd.isna(value)))
+    except (TypeError, ValueError):
+        return False
+
+
+def cmd_relations_check(args: argparse.Namespace) -> int:
+    from htd_pipelines.db import get_engine
+    from htd_pipelines.plan import resolve_type
+    from htd_pipelines.registry import load_registry
+
+    registry = load_registry(settings.relations_file())
+    engine = get_engine(settings.database_url())
+    print(f"registry {registry.path} against {engine.url.render_as_string(hide_password=True)}")
+    for name, btype in registry.types.items():
+        resolved = resolve_type(engine, btype, registry.path)
+        print(f"\ntype {name} (registry sha256 {btype.digest()[:16]}): insert order, parents first")
+        rows = [
+            {**t, "op": f"extract_{t['table'].replace('.', '__')}",
+             "primary_key": ",".join(t["primary_key"]), "files": ",".join(t["files"])}
+            for t in resolved.describe()
+        ]
+        print(_table(rows, ["table", "key", "parent", "parent_key", "primary_key", "files", "op"]))
+        print("delete order: " + " -> ".join(t.name for t in reversed(resolved.tables)))
+    print("\nok")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from htd_pipelines.demo.schema import create_demo_schema, metadata
+    from htd_pipelines.demo.seed import seed_demo, seed_legacy_crontab
+    from htd_pipelines.db import get_engine
+
+    url = settings.database_url()
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = get_engine(url)
+    create_demo_schema(engine)
+    seed_legacy_crontab(engine)
+    ids = seed_demo(engine, args.sessions, seed=args.seed)
+    print(f"seeded {len(ids)} sessions into {engine.url.render_as_string(hide_password=True)}")
+    root = metadata.tables["process_session"]
+    with engine.connect() as conn:
+        live = conn.execute(
+            sa.select(root.c.id).where(root.c.id.in_(ids), root.c.is_test.is_(False))
+        ).scalars().all()
+    chosen = sorted(live)[: args.backup]
+    args.type, args.relation_ids, args.keep_source = "inst", chosen, False
+    rc = cmd_backup(args)
+    print(f"\nsnapshots under {settings.snapshot_uri()}; try: htd-pipelines show --type inst "
+          f"{chosen[0]}")
+    return rc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="htd-pipelines",
+        description="Back up, delete and restore htdNew sessions (Dagster jobs on the "
+        "configured instance). Environment: HTD_DATABASE_URL, HTD_RELATIONS_FILE, "
+        "HTD_SNAPSHOT_URI, DAGSTER_HOME.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("demo", help="seed the demo database, back up and delete a few sessions")
+    s.add_argument("--sessions", type=int, default=20)
+    s.add_argument("--backup", type=int, default=3, help="how many sessions to back up")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--uid", default="demo")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("backup", help="run backup_job for one or more sessions")
+    s.add_argument("--type", required=True)
+    s.add_argument("relation_ids", nargs="+", metavar="ID")
+    s.add_argument("--uid")
+    s.add_argument("--keep-source", action="store_true")
+    s.set_defaults(func=cmd_backup)
+
+    s = sub.add_parser("backups", help="list backups in the catalog")
+    s.add_argument("--type")
+    s.add_argument("--relation-id")
+    s.add_argument("--limit", type=int)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_backups)
+
+    s = sub.add_parser("show", help="show one backup (newest version unless --version)")
+    s.add_argument("--type", required=True)
+    s.add_argument("relation_id")
+    s.add_argument("--version", type=int)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_show)
+
+    s = sub.add_parser("relations", help="the relation registry")
+    rel = s.add_subparsers(dest="relations_command", required=True)
+    c = rel.add_parser("check", help="validate against the live schema; print the plan")
+    c.set_defaults(func=cmd_relations_check)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from htd_pipelines.backup import BackupError
+    from htd_pipelines.catalog import CatalogError
+    from htd_pipelines.runner import JobFailed
+    from htd_pipelines.snapshots import SnapshotError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except JobFailed as exc:
+        print(f"error: run {exc.run_id} failed: {exc}", file=sys.stderr)
+        return 1
+    except (RegistryError, BackupError, CatalogError, SnapshotError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The code location: every job, asset, sensor, schedule and resource, assembled in one place.
+
+Loading needs no database: the registry YAML is parsed (not checked against the live schema)
+to generate one extract op per table; ops validate against the live schema when they run.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import Definitions, EnvVar
+
+from htd_pipelines import settings
+from htd_pipelines.assets.catalog import backup_catalog
+from htd_pipelines.jobs.backup import build_backup_job
+from htd_pipelines.registry import load_registry
+from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
+
+
+def _env_or_default(name: str, default: str) -> str | EnvVar:
+    """Read the variable at run time (EnvVar) when it is set; otherwise the embedded default."""
+    return EnvVar(name) if os.environ.get(name) else default
+
+
+def build_resources() -> dict:
+    return {
+        "database": AppDatabase(
+            url=_env_or_default(settings.DATABASE_URL_ENV, settings.default_database_url())
+        ),
+        "relations": RelationRegistry(
+            path=_env_or_default(settings.RELATIONS_FILE_ENV, str(settings.DEMO_RELATIONS_FILE))
+        ),
+        "snapshots": SnapshotStorage(
+            uri=_env_or_default(settings.SNAPSHOT_URI_ENV, settings.default_snapshot_uri())
+        ),
+    }
+
+
+def build_definitions() -> Definitions:
+    registry = load_registry(settings.relations_file())
+    return Definitions(
+        assets=[backup_catalog],
+        jobs=[build_backup_job(registry)],
+        resources=build_resources(),
+    )
+
+
+defs = build_definitions()

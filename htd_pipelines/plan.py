@@ -1,0 +1,207 @@
+"""A registry type resolved against the live schema: reflected tables, keys, order, row selection."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from htd_pipelines.arrow_types import ColumnSpec, column_spec, select_expression, table_schema
+from htd_pipelines.registry import BackupType, RegistryError, TableRule
+
+REL_COLUMN = "__htd_relation_id"
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    rule: TableRule
+    table: sa.Table
+    columns: tuple[ColumnSpec, ...]
+    primary_key: tuple[str, ...]
+    parent: TablePlan | None  # None for the root
+    parent_key: str | None  # column of the parent that this table's key holds
+
+    @property
+    def name(self) -> str:
+        return self.rule.table
+
+    @property
+    def depth(self) -> int:
+        return 0 if self.parent is None else self.parent.depth + 1
+
+    def arrow_schema(self):  # noqa: ANN201
+        return table_schema(list(self.columns))
+
+    def chain(self) -> list[TablePlan]:
+        """This table and its ancestors up to (not including) the root."""
+        out, node = [], self
+        while node.parent is not None:
+            out.append(node)
+            node = node.parent
+        return out
+
+    def _ids_param(self) -> sa.BindParameter:
+        return sa.bindparam("ids", expanding=True)
+
+    def select_rows(self) -> sa.Select:
+        """This table's rows of the sessions in `:ids`, plus the session id as REL_COLUMN."""
+        cols = [select_expression(self.table.c[c.name], c) for c in self.columns]
+        if self.parent is None:
+            rel = self.table.c[self.rule.key]
+            return sa.select(*cols, rel.label(REL_COLUMN)).where(rel.in_(self._ids_param()))
+        chain = self.chain()
+        from_clause: sa.FromClause = self.table
+        for child, parent in zip(chain, chain[1:], strict=False):
+            from_clause = from_clause.join(
+                parent.table, child.table.c[child.rule.key] == parent.table.c[child.parent_key]
+            )
+        top = chain[-1]  # its key holds the root key
+        rel = top.table.c[top.rule.key]
+        return (
+            sa.select(*cols, rel.label(REL_COLUMN))
+            .select_from(from_clause)
+            .where(rel.in_(self._ids_param()))
+        )
+
+    def where_owned(self) -> sa.ColumnElement[bool]:
+        """Predicate on this table alone: rows owned by the sessions in `:ids` (for DELETE)."""
+        key = self.table.c[self.rule.key]
+        if self.parent is None or self.parent.parent is None:
+            return key.in_(self._ids_param())
+        parent_keys = sa.select(self.parent.table.c[self.parent_key]).where(
+            self.parent.where_owned()
+        )
+        return key.in_(parent_keys.scalar_subquery())
+
+
+@dataclass(frozen=True)
+class ResolvedType:
+    btype: BackupType
+    tables: tuple[TablePlan, ...]  # parents first: insert order; reversed: delete order
+
+    @property
+    def root(self) -> TablePlan:
+        return next(t for t in self.tables if t.parent is None)
+
+    def table(self, name: str) -> TablePlan:
+        return next(t for t in self.tables if t.name == name)
+
+    def describe(self) -> list[dict]:
+        return [
+            {
+                "table": t.name,
+                "key": t.rule.key,
+                "parent": t.parent.name if t.parent else None,
+                "parent_key": t.parent_key,
+                "primary_key": list(t.primary_key),
+                "files": list(t.rule.files),
+                "columns": len(t.columns),
+            }
+            for t in self.tables
+        ]
+
+
+def _reflect(engine: Engine, btype: BackupType, where: str) -> dict[str, sa.Table]:
+    inspector = sa.inspect(engine)
+    metadata = sa.MetaData()
+    tables: dict[str, sa.Table] = {}
+    for rule in btype.all_tables:
+        if not inspector.has_table(rule.name, schema=rule.schema):
+            raise RegistryError(f"{where}: table {rule.table!r} does not exist in the database")
+        tables[rule.table] = sa.Table(
+            rule.name, metadata, schema=rule.schema, autoload_with=engine, resolve_fks=False
+        )
+    return tables
+
+
+def _check_column(table: sa.Table, column: str, where: str, role: str) -> None:
+    if column not in table.c:
+        raise RegistryError(f"{where}: table {table.fullname!r} has no column {column!r} ({role})")
+
+
+def _order(btype: BackupType, plans: dict[str, TablePlan], where: str) -> list[TablePlan]:
+    """Parents before children: declared parents plus the database's foreign keys."""
+    names = [r.table for r in btype.all_tables]
+    by_fullname = {plans[n].table.fullname: n for n in names}
+    after: dict[str, set[str]] = {n: set() for n in names}  # table -> tables that must precede
+    for n in names:
+        plan = plans[n]
+        if plan.parent is not None:
+            after[n].add(plan.parent.name)
+        for fk in plan.table.foreign_keys:
+            target = fk.target_fullname.rsplit(".", 1)[0]
+            if target in by_fullname and by_fullname[target] != n:
+                after[n].add(by_fullname[target])
+    ordered: list[str] = []
+    remaining = list(names)
+    while remaining:
+        ready = [n for n in remaining if after[n] <= set(ordered)]
+        if not ready:
+            raise RegistryError(
+                f"{where}: foreign keys and parents form a cycle among tables "
+                + ", ".join(repr(n) for n in remaining)
+            )
+        ordered.append(ready[0])
+        remaining.remove(ready[0])
+    return [plans[n] for n in ordered]
+
+
+def resolve_type(engine: Engine, btype: BackupType, source: str = "registry") -> ResolvedType:
+    """Validate a type against the live schema; errors name the file, type, table and column."""
+    where = f"{source}: type {btype.name}"
+    tables = _reflect(engine, btype, where)
+    plans: dict[str, TablePlan] = {}
+    for rule in btype.all_tables:  # declared parents precede their children
+        table = tables[rule.table]
+        _check_column(table, rule.key, where, "key")
+        for col in rule.files:
+            _check_column(table, col, where, "files")
+        if rule.primary_key:
+            for col in rule.primary_key:
+                _check_column(table, col, where, "primary_key")
+            pk = rule.primary_key
+        else:
+            pk = tuple(c.name for c in table.primary_key.columns)
+            if not pk:
+                raise RegistryError(
+                    f"{where}: table {rule.table!r} has no primary key; "
+                    "declare one with primary_key: [column, ...]"
+                )
+        parent_plan = None if rule is btype.root else plans[rule.parent or btype.root.table]
+        parent_key = None
+        if parent_plan is not None:
+            if rule.parent_key:
+                parent_key = rule.parent_key
+            elif parent_plan.parent is None:
+                parent_key = btype.root.key
+            elif len(parent_plan.primary_key) == 1:
+                parent_key = parent_plan.primary_key[0]
+            else:
+                raise RegistryError(
+                    f"{where}: table {rule.table!r}: parent {parent_plan.name!r} has a composite "
+                    "primary key; declare parent_key: <column>"
+                )
+            _check_column(parent_plan.table, parent_key, where, f"parent_key of {rule.table}")
+        specs = tuple(column_spec(c, engine.dialect) for c in table.columns)
+        plans[rule.table] = TablePlan(rule, table, specs, pk, parent_plan, parent_key)
+    return ResolvedType(btype, tuple(_order(btype, plans, where)))
+
+
+_CACHE: dict[tuple, ResolvedType] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def resolve_cached(engine: Engine, btype: BackupType, source: str, scope: str) -> ResolvedType:
+    """resolve_type once per scope (a run id): the ops of one run share one reflection."""
+    key = (str(engine.url), btype.digest(), scope)
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+    if hit is None:
+        hit = resolve_type(engine, btype, source)
+        with _CACHE_LOCK:
+            if len(_CACHE) > 64:
+                _CACHE.clear()
+            _CACHE[key] = hit
+    return hit

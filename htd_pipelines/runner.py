@@ -1,0 +1,96 @@
+"""Run the code location's jobs on the configured Dagster instance (so every run is in the UI)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dagster import DagsterInstance, ExecuteInProcessResult
+
+from htd_pipelines import settings
+
+
+class JobFailed(RuntimeError):
+    """A job run failed; the message is the failing op's error."""
+
+    def __init__(self, message: str, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+def dagster_home() -> Path:
+    """DAGSTER_HOME, defaulting to the working folder when it holds dagster.yaml, else .htd/dagster."""
+    if not os.environ.get("DAGSTER_HOME"):
+        cwd = Path.cwd()
+        home = cwd if (cwd / "dagster.yaml").exists() else settings.htd_home() / "dagster"
+        os.environ["DAGSTER_HOME"] = str(home)
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def get_instance() -> DagsterInstance:
+    dagster_home()
+    return DagsterInstance.get()
+
+
+def failure_message(result: ExecuteInProcessResult) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data:
+            error = event.step_failure_data.error
+            while error is not None and error.cause is not None and "Error occurred while" in (
+                error.message or ""
+            ):
+                error = error.cause
+            return f"{event.step_key}: {(error.message if error else '').strip()}"
+    return "the run failed"
+
+
+def run_job(
+    job_name: str,
+    run_config: dict,
+    *,
+    tags: dict[str, str] | None = None,
+    instance: DagsterInstance | None = None,
+) -> ExecuteInProcessResult:
+    from htd_pipelines.definitions import defs
+
+    job = defs.resolve_job_def(job_name)
+    owns = instance is None
+    instance = instance or get_instance()
+    try:
+        result = job.execute_in_process(
+            run_config=run_config, instance=instance, tags=tags or {}, raise_on_error=False
+        )
+    finally:
+        if owns:
+            instance.dispose()
+    if not result.success:
+        raise JobFailed(failure_message(result), result.run_id)
+    return result
+
+
+def backup_run_config(
+    type_name: str, relation_ids: list, uid: str | None = None, keep_source: bool = False
+) -> dict:
+    return {
+        "ops": {
+            "plan_backup": {
+                "config": {
+                    "type": type_name,
+                    "relation_ids": [str(r) for r in relation_ids],
+                    "uid": uid,
+                    "keep_source": keep_source,
+                }
+            }
+        }
+    }
+
+
+def backup_tags(type_name: str, relation_ids: list, uid: str | None) -> dict[str, str]:
+    tags = {"htd/type": type_name, "htd/relation_ids": ",".join(str(r) for r in relation_ids)}
+    if len(relation_ids) == 1:
+        tags["htd/relation_id"] = str(relation_ids[0])
+    if uid:
+        tags["htd/uid"] = uid
+    return tags
