@@ -87,6 +87,8 @@ def select_expression(column: sa.ColumnElement, spec: ColumnSpec) -> sa.ColumnEl
     """The expression that reads a column as its snapshot value."""
     if spec.kind == "text":
         return sa.cast(column, sa.Text).label(spec.name)
+    if pa.types.is_floating(spec.arrow):  # MySQL DOUBLE reflects as asdecimal=True
+        return sa.type_coerce(column, sa.Double(asdecimal=False)).label(spec.name)
     return column.label(spec.name)
 
 

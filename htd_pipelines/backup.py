@@ -95,8 +95,9 @@ def existing_ids(engine: Engine, plan: ResolvedType, ids: list) -> set[str]:
     root = plan.root
     key = root.table.c[root.rule.key]
     with engine.connect() as conn:
-        found = conn.execute(sa.select(key).where(key.in_(sa.bindparam("ids", expanding=True))),
-                             {"ids": ids}).scalars()
+        found = conn.execute(
+            sa.select(key).where(key.in_(sa.bindparam("ids", expanding=True))), {"ids": ids}
+        ).scalars()
         return {str(v) for v in found}
 
 

@@ -181,9 +181,7 @@ def insert_backup(conn: Connection, manifest: Manifest) -> int:
 
 
 def mark_source_deleted(conn: Connection, backup_ids: list[int]) -> None:
-    conn.execute(
-        back_up.update().where(back_up.c.id.in_(backup_ids)).values(source_deleted=1)
-    )
+    conn.execute(back_up.update().where(back_up.c.id.in_(backup_ids)).values(source_deleted=1))
 
 
 def get_backup(conn: Connection, backup_id: int) -> BackupRecord:

@@ -60,8 +60,17 @@ def cmd_backups(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(records)
     else:
-        cols = ["id", "type", "relation_id", "version", "rows", "bytes", "is_reback", "uid",
-                "created_at"]
+        cols = [
+            "id",
+            "type",
+            "relation_id",
+            "version",
+            "rows",
+            "bytes",
+            "is_reback",
+            "uid",
+            "created_at",
+        ]
         print(_table(records, cols) if records else "no backups")
     return 0
 
@@ -133,8 +142,12 @@ def cmd_relations_check(args: argparse.Namespace) -> int:
         resolved = resolve_type(engine, btype, registry.path)
         print(f"\ntype {name} (registry sha256 {btype.digest()[:16]}): insert order, parents first")
         rows = [
-            {**t, "op": f"extract_{t['table'].replace('.', '__')}",
-             "primary_key": ",".join(t["primary_key"]), "files": ",".join(t["files"])}
+            {
+                **t,
+                "op": f"extract_{t['table'].replace('.', '__')}",
+                "primary_key": ",".join(t["primary_key"]),
+                "files": ",".join(t["files"]),
+            }
             for t in resolved.describe()
         ]
         print(_table(rows, ["table", "key", "parent", "parent_key", "primary_key", "files", "op"]))
@@ -146,9 +159,9 @@ def cmd_relations_check(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
+    from htd_pipelines.db import get_engine
     from htd_pipelines.demo.schema import create_demo_schema, metadata
     from htd_pipelines.demo.seed import seed_demo, seed_legacy_crontab
-    from htd_pipelines.db import get_engine
 
     url = settings.database_url()
     if url.startswith("sqlite:///"):
@@ -162,14 +175,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"seeded {len(ids)} sessions into {engine.url.render_as_string(hide_password=True)}")
     root = metadata.tables["process_session"]
     with engine.connect() as conn:
-        live = conn.execute(
-            sa.select(root.c.id).where(root.c.id.in_(ids), root.c.is_test.is_(False))
-        ).scalars().all()
+        live = (
+            conn.execute(sa.select(root.c.id).where(root.c.id.in_(ids), root.c.is_test.is_(False)))
+            .scalars()
+            .all()
+        )
     chosen = sorted(live)[: args.backup]
     args.type, args.relation_ids, args.keep_source = "inst", chosen, False
     rc = cmd_backup(args)
-    print(f"\nsnapshots under {settings.snapshot_uri()}; try: htd-pipelines show --type inst "
-          f"{chosen[0]}")
+    print(
+        f"\nsnapshots under {settings.snapshot_uri()}; try: htd-pipelines show --type inst "
+        f"{chosen[0]}"
+    )
     return rc
 
 

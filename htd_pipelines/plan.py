@@ -1,4 +1,4 @@
-"""A registry type resolved against the live schema: reflected tables, keys, order, row selection."""
+"""A registry type resolved against the live schema: tables, keys, order, row selection."""
 
 from __future__ import annotations
 

@@ -97,9 +97,7 @@ def check_identifier(value: Any, where: str, *, qualified: bool = False) -> str:
     parts = value.split(".")
     if len(parts) > (2 if qualified else 1) or not all(IDENTIFIER.match(p) for p in parts):
         kind = "an optionally schema-qualified name" if qualified else "a plain name"
-        raise RegistryError(
-            f"{where}: {value!r} is not {kind} (letters, digits and _ only)"
-        )
+        raise RegistryError(f"{where}: {value!r} is not {kind} (letters, digits and _ only)")
     return value
 
 

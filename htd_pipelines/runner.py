@@ -19,7 +19,7 @@ class JobFailed(RuntimeError):
 
 
 def dagster_home() -> Path:
-    """DAGSTER_HOME, defaulting to the working folder when it holds dagster.yaml, else .htd/dagster."""
+    """DAGSTER_HOME; by default the working folder if it has dagster.yaml, else .htd/dagster."""
     if not os.environ.get("DAGSTER_HOME"):
         cwd = Path.cwd()
         home = cwd if (cwd / "dagster.yaml").exists() else settings.htd_home() / "dagster"
@@ -38,8 +38,10 @@ def failure_message(result: ExecuteInProcessResult) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data:
             error = event.step_failure_data.error
-            while error is not None and error.cause is not None and "Error occurred while" in (
-                error.message or ""
+            while (
+                error is not None
+                and error.cause is not None
+                and "Error occurred while" in (error.message or "")
             ):
                 error = error.cause
             return f"{event.step_key}: {(error.message if error else '').strip()}"

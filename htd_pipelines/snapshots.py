@@ -24,7 +24,7 @@ class SnapshotError(RuntimeError):
 
 def safe_part(value: object) -> str:
     """A relation id or table name as one path segment (anything unusual is %-escaped)."""
-    return SAFE_PART.sub(lambda m: "%{:02X}".format(ord(m.group())), str(value))
+    return SAFE_PART.sub(lambda m: f"%{ord(m.group()):02X}", str(value))
 
 
 class HashingSink:
@@ -69,9 +69,7 @@ class WrittenFile:
 class ParquetFileWriter:
     """Streams record batches into one zstd Parquet file, hashing as it writes."""
 
-    def __init__(
-        self, store: SnapshotStore, path: str, schema: pa.Schema, zstd_level: int
-    ) -> None:
+    def __init__(self, store: SnapshotStore, path: str, schema: pa.Schema, zstd_level: int) -> None:
         self.path = path
         self._sink = HashingSink(store.fs.open_output_stream(store.full(path)))
         self._writer = pq.ParquetWriter(

@@ -192,7 +192,9 @@ def test_foreign_key_cycle_is_reported(demo_engine) -> None:
     fk_a = ", FOREIGN KEY (b_id) REFERENCES cyc_b (id)" if sqlite else ""
     with demo_engine.begin() as conn:
         conn.execute(
-            sa.text(f"CREATE TABLE cyc_a (id INTEGER PRIMARY KEY, sess_id BIGINT, b_id INTEGER{fk_a})")
+            sa.text(
+                f"CREATE TABLE cyc_a (id INTEGER PRIMARY KEY, sess_id BIGINT, b_id INTEGER{fk_a})"
+            )
         )
         conn.execute(
             sa.text(
@@ -203,7 +205,8 @@ def test_foreign_key_cycle_is_reported(demo_engine) -> None:
         if not sqlite:
             conn.execute(
                 sa.text(
-                    "ALTER TABLE cyc_a ADD CONSTRAINT fk_cyc FOREIGN KEY (b_id) REFERENCES cyc_b (id)"
+                    "ALTER TABLE cyc_a ADD CONSTRAINT fk_cyc "
+                    "FOREIGN KEY (b_id) REFERENCES cyc_b (id)"
                 )
             )
     msg = _check(

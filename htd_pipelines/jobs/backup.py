@@ -1,14 +1,13 @@
 """backup_job: plan -> one extract op per registry table -> record_backup -> delete_source."""
 
-
 from dagster import (
     Config,
+    ExecutorDefinition,
     In,
     JobDefinition,
     OpExecutionContext,
     Out,
     graph,
-    ExecutorDefinition,
     in_process_executor,
     op,
 )
@@ -19,6 +18,7 @@ from htd_pipelines.assets.catalog import backup_materialization
 from htd_pipelines.backup import BackupPlan, RecordedBackup, TableExtract
 from htd_pipelines.registry import Registry, TableRule
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
+
 
 class BackupConfig(Config):
     type: str = Field(description="Backup type from the relation registry, e.g. inst")
