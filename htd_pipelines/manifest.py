@@ -21,7 +21,8 @@ class TableManifest:
     primary_key: list[str]
     pk_digest: str
     columns: list[dict]  # name, arrow_type, sql_type, nullable, kind
-    files: list[dict] = field(default_factory=list)  # remote-file refs: column, key, url
+    # remote-file references, per file column: {column, key_columns, keys, urls}
+    files: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -57,7 +58,21 @@ class Manifest:
         raise KeyError(name)
 
     def remote_files(self) -> list[dict]:
-        return [dict(ref, table=t.table) for t in self.tables for ref in t.files]
+        """Every remote-file reference as {table, column, key, url}."""
+        out = []
+        for t in self.tables:
+            for ref in t.files:
+                for key, url in zip(ref["keys"], ref["urls"], strict=True):
+                    values = key if isinstance(key, list) else [key]
+                    out.append(
+                        {
+                            "table": t.table,
+                            "column": ref["column"],
+                            "key": dict(zip(ref["key_columns"], values, strict=True)),
+                            "url": url,
+                        }
+                    )
+        return out
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True, indent=1)

@@ -73,7 +73,11 @@ class ParquetFileWriter:
         self.path = path
         self._sink = HashingSink(store.fs.open_output_stream(store.full(path)))
         self._writer = pq.ParquetWriter(
-            self._sink, schema, compression="zstd", compression_level=zstd_level
+            self._sink,
+            schema,
+            compression="zstd",
+            compression_level=zstd_level,
+            use_dictionary=False,  # session data is high-cardinality: faster and smaller
         )
         self.rows = 0
 
@@ -89,7 +93,7 @@ class ParquetFileWriter:
 
 
 class SnapshotStore:
-    def __init__(self, uri: str, zstd_level: int = 3) -> None:
+    def __init__(self, uri: str, zstd_level: int = 1) -> None:
         self.uri = uri
         self.zstd_level = zstd_level
         if "://" in uri:

@@ -33,7 +33,7 @@ class SnapshotStorage(ConfigurableResource):
     """Where snapshots go (HTD_SNAPSHOT_URI): a local folder or an object-store URI."""
 
     uri: str = Field(description="Root folder or URI of the snapshot store")
-    zstd_level: int = Field(default=3, description="zstd compression level of Parquet files")
+    zstd_level: int = Field(default=1, description="zstd compression level of Parquet files")
 
     def store(self) -> SnapshotStore:
         return SnapshotStore(self.uri, zstd_level=self.zstd_level)
