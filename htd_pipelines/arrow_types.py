@@ -41,6 +41,13 @@ def _integer_type(t: sa.types.TypeEngine) -> pa.DataType:
 
 def arrow_for(t: sa.types.TypeEngine, dialect_name: str) -> tuple[pa.DataType, str]:
     """(arrow type, kind) for a reflected SQL type."""
+    if dialect_name == "sqlite":
+        # SQLite stores dates as text and NUMERIC as REAL/INTEGER: carry what is stored,
+        # so that a restore writes back the very same representation.
+        if isinstance(t, sa.DateTime | sa.Date | sa.Time):
+            return pa.string(), "text"
+        if isinstance(t, sa.Numeric) and not isinstance(t, sa.Float):
+            return pa.float64(), "native"
     if isinstance(t, sa.JSON | postgresql.JSONB | postgresql.JSON):
         return pa.string(), "text"
     if isinstance(t, sa.Boolean):

@@ -99,6 +99,7 @@ class BackupRecord:
     restored_at: dt.datetime | None
     restored_by: str | None
     restore_requested_at: dt.datetime | None
+    restore_requested_by: str | None
     source_deleted: int
     total_rows: int
     total_bytes: int
@@ -123,6 +124,9 @@ class BackupRecord:
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "restored_at": self.restored_at.isoformat() if self.restored_at else None,
             "restored_by": self.restored_by,
+            "restore_requested_at": (
+                self.restore_requested_at.isoformat() if self.restore_requested_at else None
+            ),
             "run_id": self.run_id,
         }
 
@@ -140,6 +144,7 @@ def _record(row: sa.Row) -> BackupRecord:
         restored_at=m["restored_at"],
         restored_by=m["restored_by"],
         restore_requested_at=m["restore_requested_at"],
+        restore_requested_by=m["restore_requested_by"],
         source_deleted=int(m["source_deleted"]),
         total_rows=int(m["total_rows"]),
         total_bytes=int(m["total_bytes"]),
@@ -245,3 +250,40 @@ def log_operation_now(engine: Engine, **kwargs) -> None:
     ensure_catalog(engine)
     with engine.begin() as conn:
         log_operation(conn, **kwargs)
+
+
+def request_restore(conn: Connection, backup_id: int, uid: str | None) -> BackupRecord:
+    """Mark a backup for restore (what restore_request_sensor picks up)."""
+    record = get_backup(conn, backup_id)
+    if record.is_reback:
+        raise CatalogError(
+            f"backup {backup_id} was already restored at {record.restored_at} by "
+            f"{record.restored_by}; it cannot be requested again"
+        )
+    conn.execute(
+        back_up.update()
+        .where(back_up.c.id == backup_id)
+        .values(restore_requested_at=utcnow(), restore_requested_by=uid)
+    )
+    return get_backup(conn, backup_id)
+
+
+def restore_requests_after(
+    conn: Connection, after: tuple[dt.datetime, int] | None, limit: int
+) -> list[BackupRecord]:
+    """Requested restores in request order, strictly after the (requested_at, id) cursor."""
+    stmt = (
+        sa.select(back_up)
+        .where(back_up.c.restore_requested_at.is_not(None))
+        .order_by(back_up.c.restore_requested_at, back_up.c.id)
+        .limit(limit)
+    )
+    if after is not None:
+        at, last_id = after
+        stmt = stmt.where(
+            sa.or_(
+                back_up.c.restore_requested_at > at,
+                sa.and_(back_up.c.restore_requested_at == at, back_up.c.id > last_id),
+            )
+        )
+    return [_record(r) for r in conn.execute(stmt)]

@@ -53,6 +53,56 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    from htd_pipelines.runner import restore_run_config, run_job
+
+    result = run_job(
+        "restore_job",
+        restore_run_config(args.backup_id, args.uid, args.dry_run, args.target_env),
+        tags={"htd/backup_id": str(args.backup_id), **({"htd/uid": args.uid} if args.uid else {})},
+    )
+    if args.dry_run:
+        meta = _step_metadata(result, "check_backup").get("preview")
+        doc = meta.value if meta is not None else {}
+        if args.json:
+            _print_json(doc)
+        else:
+            verdict = "would succeed" if doc.get("ok") else "would be refused"
+            print(f"dry run of backup {args.backup_id}: the restore {verdict}")
+            for table, n in doc.get("rows", {}).items():
+                print(f"  {table}: {n} rows to insert")
+            for key in ("conflicts", "missing_parents"):
+                for table, keys in doc.get(key, {}).items():
+                    print(f"  {key.replace('_', ' ')} in {table}: {keys}")
+            for problem in doc.get("problems", []):
+                print(f"  problem: {problem}")
+        return 0 if doc.get("ok") else 3
+    print(f"run {result.run_id} succeeded: backup {args.backup_id} restored")
+    return 0
+
+
+def _step_metadata(result, step: str) -> dict:  # noqa: ANN001
+    for event in result.all_events:
+        if event.step_key == step and event.is_successful_output:
+            return dict(event.event_specific_data.metadata)
+    return {}
+
+
+def cmd_request_restore(args: argparse.Namespace) -> int:
+    from htd_pipelines import catalog
+    from htd_pipelines.db import get_engine
+
+    engine = get_engine(settings.database_url())
+    catalog.ensure_catalog(engine)
+    with engine.begin() as conn:
+        record = catalog.request_restore(conn, args.backup_id, args.uid)
+    print(
+        f"restore of backup {record.id} ({record.type} {record.relation_id} v{record.version}) "
+        f"requested at {record.restore_requested_at}; restore_request_sensor will launch it"
+    )
+    return 0
+
+
 def cmd_backups(args: argparse.Namespace) -> int:
     from htd_pipelines.api import list_backups
 
@@ -213,6 +263,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-source", action="store_true")
     s.set_defaults(func=cmd_backup)
 
+    s = sub.add_parser("restore", help="run restore_job for one backup (by catalog id)")
+    s.add_argument("backup_id", type=int, metavar="BACKUP_ID")
+    s.add_argument("--uid")
+    s.add_argument("--dry-run", action="store_true", help="preview only; write nothing")
+    s.add_argument(
+        "--target-env",
+        help="name of an environment variable holding the URL of another database to "
+        "restore into (a staging copy; the catalog is not claimed)",
+    )
+    s.add_argument("--json", action="store_true", help="with --dry-run: the preview as JSON")
+    s.set_defaults(func=cmd_restore)
+
+    s = sub.add_parser("request-restore", help="ask restore_request_sensor to restore a backup")
+    s.add_argument("backup_id", type=int, metavar="BACKUP_ID")
+    s.add_argument("--uid")
+    s.set_defaults(func=cmd_request_restore)
+
     s = sub.add_parser("backups", help="list backups in the catalog")
     s.add_argument("--type")
     s.add_argument("--relation-id")
@@ -237,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from htd_pipelines.backup import BackupError
     from htd_pipelines.catalog import CatalogError
+    from htd_pipelines.restore import RestoreRefused
     from htd_pipelines.runner import JobFailed
     from htd_pipelines.snapshots import SnapshotError
 
@@ -246,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobFailed as exc:
         print(f"error: run {exc.run_id} failed: {exc}", file=sys.stderr)
         return 1
-    except (RegistryError, BackupError, CatalogError, SnapshotError) as exc:
+    except (RegistryError, BackupError, CatalogError, SnapshotError, RestoreRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

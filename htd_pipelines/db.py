@@ -21,6 +21,9 @@ def normalize_url(url: str | URL) -> URL:
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+    # SQLAlchemy's recipe for real SQLite transactions and SAVEPOINTs under pysqlite:
+    # pysqlite's own implicit BEGIN is switched off, and we emit BEGIN ourselves.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
@@ -39,6 +42,7 @@ def create_engine(url: str | URL) -> Engine:
     engine = sa.create_engine(u, **kwargs)
     if backend == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
     return engine
 
 

@@ -13,8 +13,10 @@ from dagster import Definitions, EnvVar
 from htd_pipelines import settings
 from htd_pipelines.assets.catalog import backup_catalog
 from htd_pipelines.jobs.backup import build_backup_job
+from htd_pipelines.jobs.restore import restore_job
 from htd_pipelines.registry import load_registry
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
+from htd_pipelines.sensors.restore_request import restore_request_sensor
 
 
 def _env_or_default(name: str, default: str) -> str | EnvVar:
@@ -40,7 +42,8 @@ def build_definitions() -> Definitions:
     registry = load_registry(settings.relations_file())
     return Definitions(
         assets=[backup_catalog],
-        jobs=[build_backup_job(registry)],
+        jobs=[build_backup_job(registry), restore_job],
+        sensors=[restore_request_sensor],
         resources=build_resources(),
     )
 

@@ -96,3 +96,15 @@ def backup_tags(type_name: str, relation_ids: list, uid: str | None) -> dict[str
     if uid:
         tags["htd/uid"] = uid
     return tags
+
+
+def restore_run_config(
+    backup_id: int,
+    uid: str | None = None,
+    dry_run: bool = False,
+    target_env: str | None = None,
+) -> dict:
+    config: dict = {"backup_id": backup_id, "uid": uid, "dry_run": dry_run}
+    if target_env:
+        config["target_env"] = target_env
+    return {"ops": {"check_backup": {"config": config}}}

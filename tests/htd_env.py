@@ -87,15 +87,12 @@ def norm(value: object) -> object:
 
 
 def table_rows(engine: sa.Engine, table: str, where: str = "", params: dict | None = None):
-    """Rows of a table as {pk-tuple: {column: normalized value}} through the reflected table."""
-    t = sa.Table(table, sa.MetaData(), autoload_with=engine)
-    for col in t.columns:  # MySQL DOUBLE reflects with asdecimal=True: read the stored float
-        if isinstance(col.type, sa.Float):
-            col.type.asdecimal = False
-    pk = [c.name for c in t.primary_key.columns]
-    stmt = sa.select(t)
-    if where:
-        stmt = stmt.where(sa.text(where))
+    """Rows of a table as {pk-tuple: {column: normalized value}}, values as the driver returns
+    them (what is stored, without SQLAlchemy's type processing)."""
+    insp = sa.inspect(engine)
+    pk = insp.get_pk_constraint(table)["constrained_columns"]
+    prep = engine.dialect.identifier_preparer
+    sql = f"SELECT * FROM {prep.quote(table)} {where}"
     with engine.connect() as conn:
-        rows = conn.execute(stmt, params or {}).mappings().all()
+        rows = conn.exec_driver_sql(sql, params or {}).mappings().all()
     return {tuple(r[c] for c in pk): {k: norm(v) for k, v in r.items()} for r in rows}

@@ -236,7 +236,9 @@ def test_snapshot_schema_keeps_exact_types(env) -> None:
     att = pq.read_schema(store.full(f"{m.location}/{m.table('attachment').file}"))
     assert str(att.field("checksum").type) == "binary"
     created = str(log_schema.field("created_at").type)
-    if env.engine.dialect.name == "postgresql":
-        assert created == "timestamp[us, tz=UTC]"
-    else:
-        assert created == "timestamp[us]"  # stored as naive UTC where there is no zone type
+    expected = {
+        "postgresql": "timestamp[us, tz=UTC]",
+        "mysql": "timestamp[us]",  # MariaDB DATETIME(6): naive UTC, no zone type
+        "sqlite": "string",  # SQLite stores dates as text: carried exactly as stored
+    }
+    assert created == expected[env.engine.dialect.name]

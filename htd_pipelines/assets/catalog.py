@@ -44,3 +44,23 @@ def backup_materialization(
         },
         tags={"htd/type": type_name, "htd/relation_id": recorded.relation_id},
     )
+
+
+def restore_materialization(result, uid: str | None, run_id: str) -> AssetMaterialization:  # noqa: ANN001
+    return AssetMaterialization(
+        asset_key=BACKUP_CATALOG,
+        description=f"backup {result.backup_id} restored ({result.relation_id})",
+        metadata={
+            "backup_id": result.backup_id,
+            "relation_id": result.relation_id,
+            "is_reback": 1,
+            "restored_by": uid or "",
+            "restore_run_id": run_id,
+            "total_rows": sum(result.rows.values()),
+            "rows_per_table": MetadataValue.md(
+                "| table | rows |\n|---|---|\n"
+                + "\n".join(f"| {t} | {n} |" for t, n in result.rows.items())
+            ),
+        },
+        tags={"htd/relation_id": result.relation_id},
+    )

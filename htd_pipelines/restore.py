@@ -1,0 +1,455 @@
+"""Restore, free of Dagster: verify a backup, then in one transaction claim it, insert parents
+first, read the rows back and compare them with the snapshot. All of it, or nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from htd_pipelines import catalog
+from htd_pipelines.backup import coerce_ids
+from htd_pipelines.catalog import BackupRecord, back_up
+from htd_pipelines.load import differences, insert_rows, read_rows, sort_by_key
+from htd_pipelines.manifest import Manifest
+from htd_pipelines.plan import ResolvedType, TablePlan, resolve_type
+from htd_pipelines.registry import Registry
+from htd_pipelines.snapshots import SnapshotError, SnapshotStore
+
+FAULT_ENV = "HTD_FAULT_POINT"  # test hook: "after_insert:<table>" pauses there (crash tests)
+
+
+class RestoreRefused(RuntimeError):
+    """The restore was refused before anything was written (or was rolled back whole)."""
+
+
+@dataclass
+class RestorePreview:
+    backup_id: int
+    type: str
+    relation_id: str
+    version: int
+    target: str
+    rows: dict[str, int] = field(default_factory=dict)
+    conflicts: dict[str, list] = field(default_factory=dict)
+    missing_parents: dict[str, list] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # files, schema, catalog state
+
+    @property
+    def ok(self) -> bool:
+        return not (self.conflicts or self.missing_parents or self.problems)
+
+    def as_dict(self) -> dict:
+        return {
+            "backup_id": self.backup_id,
+            "type": self.type,
+            "relation_id": self.relation_id,
+            "version": self.version,
+            "target": self.target,
+            "rows": self.rows,
+            "conflicts": self.conflicts,
+            "missing_parents": self.missing_parents,
+            "problems": self.problems,
+            "ok": self.ok,
+        }
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    backup_id: int
+    relation_id: str
+    rows: dict[str, int]
+    corrected: dict[str, int]  # cells put back after a trigger/default changed them
+    target: str
+    claimed: bool
+
+
+def _fault_point(name: str) -> None:
+    """Crash-test hook: with HTD_FAULT_POINT=name, signal (HTD_FAULT_FLAG file) and pause."""
+    if os.environ.get(FAULT_ENV) == name:
+        flag = os.environ.get("HTD_FAULT_FLAG")
+        if flag:
+            open(flag, "w").close()
+        time.sleep(float(os.environ.get("HTD_FAULT_SLEEP", "60")))
+
+
+def load_snapshot(store: SnapshotStore, manifest: Manifest) -> dict[str, pa.Table]:
+    """Read every file once, checking bytes (sha256), row count and columns against the
+    manifest. Any mismatch raises SnapshotError naming the file and table."""
+    tables: dict[str, pa.Table] = {}
+    for t in manifest.tables:
+        path = f"{manifest.location}/{t.file}"
+        data = store.read_bytes(path)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != t.sha256 or len(data) != t.bytes:
+            raise SnapshotError(
+                f"snapshot file {store.full(path)} of table {t.table} does not match its "
+                f"manifest (sha256 {digest[:12]}… vs {t.sha256[:12]}…, "
+                f"{len(data)} vs {t.bytes} bytes)"
+            )
+        try:
+            table = pq.read_table(pa.BufferReader(data))
+        except (pa.ArrowException, OSError) as exc:
+            raise SnapshotError(f"snapshot file {store.full(path)} is not readable: {exc}") from exc
+        if table.num_rows != t.rows:
+            raise SnapshotError(
+                f"snapshot file {store.full(path)} of table {t.table} has {table.num_rows} rows, "
+                f"the manifest says {t.rows}"
+            )
+        names = [c["name"] for c in t.columns]
+        if table.column_names != names:
+            raise SnapshotError(
+                f"snapshot file {store.full(path)} of table {t.table} has columns "
+                f"{table.column_names}, the manifest says {names}"
+            )
+        tables[t.table] = table
+    return tables
+
+
+def check_schema(manifest: Manifest, rtype: ResolvedType) -> list[str]:
+    """The registry's tables and the live columns still match what was backed up."""
+    problems = []
+    backed_up = [t.table for t in manifest.tables]
+    current = [t.name for t in rtype.tables]
+    for name in sorted(set(backed_up) - set(current)):
+        problems.append(f"table {name} is in the backup but no longer in the registry type")
+    for name in sorted(set(current) - set(backed_up)):
+        problems.append(f"table {name} is in the registry type but not in the backup")
+    for t in manifest.tables:
+        if t.table not in current:
+            continue
+        live = {c.name: c for c in rtype.table(t.table).columns}
+        for col in t.columns:
+            if col["name"] not in live:
+                problems.append(f"table {t.table}: column {col['name']} no longer exists")
+            elif str(live[col["name"]].arrow) != col["arrow_type"]:
+                problems.append(
+                    f"table {t.table}: column {col['name']} was {col['arrow_type']} "
+                    f"and is now {live[col['name']].arrow}"
+                )
+        for name, spec in live.items():
+            if name not in {c["name"] for c in t.columns} and not spec.nullable:
+                problems.append(
+                    f"table {t.table}: new column {name} is NOT NULL and not in the backup"
+                )
+    return problems
+
+
+def _key_rows(table: pa.Table, key: list[str]) -> list[tuple]:
+    return list(zip(*[table.column(c).to_pylist() for c in key], strict=True))
+
+
+def find_conflicts(conn: Connection, tplan: TablePlan, rows: pa.Table, limit: int = 20) -> list:
+    """Keys of the snapshot that already exist in the database."""
+    key = list(tplan.primary_key)
+    found: list = []
+    keys = _key_rows(rows, key)
+    cols = [tplan.table.c[c] for c in key]
+    expr = cols[0] if len(cols) == 1 else sa.tuple_(*cols)
+    for start in range(0, len(keys), 1000):
+        chunk = keys[start : start + 1000]
+        values = [k[0] for k in chunk] if len(cols) == 1 else chunk
+        hits = conn.execute(sa.select(*cols).where(expr.in_(values)).limit(limit)).all()
+        found += [r[0] if len(cols) == 1 else dict(zip(key, r, strict=True)) for r in hits]
+        if len(found) >= limit:
+            break
+    return found[:limit]
+
+
+def find_missing_parents(
+    conn: Connection, rtype: ResolvedType, tables: dict[str, pa.Table], limit: int = 20
+) -> dict[str, list]:
+    """Foreign-key values of the snapshot that neither the snapshot nor the database holds."""
+    missing: dict[str, list] = {}
+    by_fullname = {t.table.fullname: t for t in rtype.tables}
+    for tplan in rtype.tables:
+        rows = tables[tplan.name]
+        for fk in tplan.table.foreign_key_constraints:
+            if len(fk.column_keys) != 1:
+                continue
+            col = fk.column_keys[0]
+            target_table = fk.elements[0].target_fullname.rsplit(".", 1)[0]
+            target_col = fk.elements[0].target_fullname.rsplit(".", 1)[1]
+            if col not in rows.column_names:
+                continue
+            wanted = {v for v in rows.column(col).to_pylist() if v is not None}
+            parent = by_fullname.get(target_table)
+            if parent is not None and target_col in tables[parent.name].column_names:
+                wanted -= set(tables[parent.name].column(target_col).to_pylist())
+            if not wanted:
+                continue
+            ref = sa.table(target_table.split(".")[-1], sa.column(target_col))
+            if "." in target_table:
+                ref.schema = target_table.split(".")[0]
+            present: set = set()
+            values = sorted(wanted, key=str)
+            for start in range(0, len(values), 1000):
+                chunk = values[start : start + 1000]
+                present |= set(
+                    conn.execute(
+                        sa.select(ref.c[target_col]).where(ref.c[target_col].in_(chunk))
+                    ).scalars()
+                )
+            lost = [v for v in values if v not in present]
+            if lost:
+                missing[f"{tplan.name}.{col} -> {target_table}.{target_col}"] = lost[:limit]
+    return missing
+
+
+def _claim(conn: Connection, record: BackupRecord, uid: str | None, run_id: str | None) -> None:
+    """is_reback 0 -> 1, conditionally: of two restores started together, one wins."""
+    result = conn.execute(
+        back_up.update()
+        .where(back_up.c.id == record.id, back_up.c.is_reback == 0)
+        .values(is_reback=1, restored_by=uid, restored_at=catalog.utcnow(), restore_run_id=run_id)
+    )
+    if result.rowcount != 1:
+        raise RestoreRefused(
+            f"backup {record.id} ({record.type} {record.relation_id} v{record.version}) "
+            "is already restored (or being restored by another run); nothing was written"
+        )
+
+
+def _refuse_if_restored(record: BackupRecord) -> None:
+    if record.is_reback:
+        raise RestoreRefused(
+            f"backup {record.id} ({record.type} {record.relation_id} v{record.version}) was "
+            f"already restored at {record.restored_at} by {record.restored_by}; "
+            "a backup is restored at most once"
+        )
+
+
+def _verify_rows(conn: Connection, tplan: TablePlan, expected: pa.Table, ids: list) -> int:
+    """Compare the rows now in the database with the snapshot; put back values that a trigger
+    or default changed; return how many cells were corrected. Raises if they still differ."""
+    key = list(tplan.primary_key)
+    expected = sort_by_key(expected, key)
+    actual = sort_by_key(read_rows(conn, tplan, ids), key)
+    diffs = differences(expected, actual, key, limit=10_000)
+    if not diffs:
+        return 0
+    if diffs[0][1] == "*":
+        raise RestoreRefused(
+            f"table {tplan.name}: {diffs[0][3]} rows after restore, the backup has "
+            f"{diffs[0][2]}; rolled back"
+        )
+    for k, column, value, _ in diffs:
+        target = sa.table(
+            tplan.table.name,
+            sa.column(column),
+            *[sa.column(c) for c in key],
+            schema=tplan.table.schema,
+        )
+        cond = sa.and_(*[target.c[c] == v for c, v in k.items()])
+        conn.execute(target.update().where(cond).values({column: value}))
+    actual = sort_by_key(read_rows(conn, tplan, ids), key)
+    still = differences(expected, actual, key)
+    if still:
+        k, column, value, got = still[0]
+        raise RestoreRefused(
+            f"table {tplan.name}: column {column} of row {k} is {got!r} after restore, "
+            f"the backup has {value!r}; rolled back"
+        )
+    return len(diffs)
+
+
+@dataclass
+class RestoreContext:
+    record: BackupRecord
+    manifest: Manifest
+    rtype: ResolvedType
+    tables: dict[str, pa.Table]
+    ids: list
+
+
+def prepare(
+    catalog_engine: Engine,
+    target_engine: Engine,
+    registry: Registry,
+    backup_id: int,
+    store: SnapshotStore | None = None,
+) -> RestoreContext:
+    """Everything checked before a single write: catalog state, files, registry and schema."""
+    catalog.ensure_catalog(catalog_engine)
+    with catalog_engine.connect() as conn:
+        record = catalog.get_backup(conn, backup_id)
+    manifest = record.manifest
+    store = store or SnapshotStore(manifest.snapshot_uri)
+    tables = load_snapshot(store, manifest)
+    rtype = resolve_type(target_engine, registry.get(manifest.type), registry.path)
+    problems = check_schema(manifest, rtype)
+    if problems:
+        raise RestoreRefused(
+            f"backup {backup_id} no longer matches the registry or the schema: "
+            + "; ".join(problems)
+        )
+    ids = coerce_ids(rtype, [manifest.relation_id])
+    return RestoreContext(record, manifest, rtype, tables, ids)
+
+
+def _label(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def preview_restore(
+    catalog_engine: Engine,
+    target_engine: Engine,
+    registry: Registry,
+    backup_id: int,
+    store: SnapshotStore | None = None,
+    *,
+    deep: bool = True,
+) -> RestorePreview:
+    """What a restore would do, writing nothing: rows, key conflicts, missing parents (when
+    `deep`), and every catalog, file or schema problem that would refuse it."""
+    catalog.ensure_catalog(catalog_engine)
+    with catalog_engine.connect() as conn:
+        record = catalog.get_backup(conn, backup_id)
+    preview = RestorePreview(
+        backup_id, record.type, record.relation_id, record.version, _label(target_engine)
+    )
+    same = catalog_engine.url == target_engine.url
+    if record.is_reback and same:
+        preview.problems.append(f"already restored at {record.restored_at} by {record.restored_by}")
+    manifest = record.manifest
+    store = store or SnapshotStore(manifest.snapshot_uri)
+    try:
+        tables = load_snapshot(store, manifest)
+    except SnapshotError as exc:
+        preview.problems.append(str(exc))
+        return preview
+    rtype = resolve_type(target_engine, registry.get(manifest.type), registry.path)
+    preview.problems += check_schema(manifest, rtype)
+    preview.rows = {name: t.num_rows for name, t in tables.items()}
+    if preview.problems or not deep:
+        return preview
+    with target_engine.connect() as conn:
+        for tplan in rtype.tables:
+            hits = find_conflicts(conn, tplan, tables[tplan.name])
+            if hits:
+                preview.conflicts[tplan.name] = hits
+        preview.missing_parents = find_missing_parents(conn, rtype, tables)
+    return preview
+
+
+def restore_backup(
+    catalog_engine: Engine,
+    registry: Registry,
+    backup_id: int,
+    *,
+    uid: str | None,
+    run_id: str | None,
+    target_engine: Engine | None = None,
+    store: SnapshotStore | None = None,
+) -> RestoreResult:
+    """Restore one backup: all rows or none, exactly the values backed up, at most once.
+
+    Into the catalog's own database the backup is claimed (is_reback 0 -> 1) in the same
+    transaction. With `target_engine` (a staging copy) the catalog is not claimed.
+    """
+    target = target_engine or catalog_engine
+    claiming = target_engine is None or target_engine.url == catalog_engine.url
+    ctx = prepare(catalog_engine, target, registry, backup_id, store)
+    if claiming:
+        _refuse_if_restored(ctx.record)
+    rows: dict[str, int] = {}
+    corrected: dict[str, int] = {}
+    try:
+        with target.begin() as conn:
+            if claiming:
+                _claim(conn, ctx.record, uid, run_id)
+            integrity = (sa.exc.IntegrityError, conn.dialect.dbapi.IntegrityError)
+            for tplan in ctx.rtype.tables:  # parents first
+                data = ctx.tables[tplan.name]
+                if tplan.rule.primary_key:  # declared key: no constraint guards duplicates
+                    hits = find_conflicts(conn, tplan, data)
+                    if hits:
+                        raise RestoreRefused(
+                            f"backup {backup_id}: rows with these keys already exist "
+                            f"({tplan.name}: {hits}); nothing was written"
+                        )
+                try:
+                    with conn.begin_nested():  # a failed insert leaves the transaction usable
+                        insert_rows(conn, tplan, data)
+                except integrity as exc:
+                    raise _integrity_refusal(conn, ctx, tplan, exc) from exc
+                rows[tplan.name] = data.num_rows
+                _fault_point(f"after_insert:{tplan.name}")
+            for tplan in ctx.rtype.tables:
+                fixed = _verify_rows(conn, tplan, ctx.tables[tplan.name], ctx.ids)
+                if fixed:
+                    corrected[tplan.name] = fixed
+            if claiming:
+                catalog.log_operation(
+                    conn,
+                    action="restore",
+                    uid=uid,
+                    type_name=ctx.record.type,
+                    relation_ids=[ctx.record.relation_id],
+                    backup_ids=[backup_id],
+                    counts=rows,
+                    run_id=run_id,
+                    message=f"corrected cells: {corrected}" if corrected else None,
+                )
+    except Exception as exc:
+        catalog.log_operation_now(
+            catalog_engine,
+            action="restore",
+            status="failed",
+            uid=uid,
+            type_name=ctx.record.type,
+            relation_ids=[ctx.record.relation_id],
+            backup_ids=[backup_id],
+            run_id=run_id,
+            message=str(exc),
+        )
+        raise
+    if not claiming:
+        catalog.log_operation_now(
+            catalog_engine,
+            action="restore_to_target",
+            uid=uid,
+            type_name=ctx.record.type,
+            relation_ids=[ctx.record.relation_id],
+            backup_ids=[backup_id],
+            counts=rows,
+            run_id=run_id,
+            message=f"restored into {_label(target)}",
+        )
+    return RestoreResult(
+        backup_id, ctx.record.relation_id, rows, corrected, _label(target), claiming
+    )
+
+
+def _integrity_refusal(
+    conn: Connection, ctx: RestoreContext, tplan: TablePlan, exc: Exception
+) -> RestoreRefused:
+    """Turn a failed insert into the list of conflicts / missing parents (the failed insert
+    was rolled back to its savepoint; the whole transaction is rolled back after this)."""
+    conflicts = {
+        t.name: hits
+        for t in ctx.rtype.tables
+        if (hits := find_conflicts(conn, t, ctx.tables[t.name]))
+    }
+    missing = find_missing_parents(conn, ctx.rtype, ctx.tables)
+    if conflicts:
+        listed = "; ".join(f"{t}: {keys}" for t, keys in conflicts.items())
+        return RestoreRefused(
+            f"backup {ctx.record.id}: rows with these keys already exist ({listed}); "
+            "nothing was written"
+        )
+    if missing:
+        listed = "; ".join(f"{fk}: {vals}" for fk, vals in missing.items())
+        return RestoreRefused(
+            f"backup {ctx.record.id}: parent rows are missing ({listed}); nothing was written"
+        )
+    return RestoreRefused(
+        f"backup {ctx.record.id}: inserting into {tplan.name} failed "
+        f"({str(getattr(exc, 'orig', exc)).strip()}); nothing was written"
+    )
