@@ -67,8 +67,9 @@ def rows_to_batch(rows: Sequence[Sequence], schema: pa.Schema) -> pa.RecordBatch
 def _portable(
     conn: Connection, stmt: sa.Select, ids: list, schema: pa.Schema, batch_rows: int
 ) -> Iterator[pa.RecordBatch]:
-    result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(
-        stmt, {"ids": ids}
+    # per statement: Connection.execution_options() would change the connection for good
+    result = conn.execute(
+        stmt, {"ids": ids}, execution_options={"stream_results": True, "yield_per": batch_rows}
     )
     for rows in result.partitions(batch_rows):
         yield rows_to_batch(rows, schema)

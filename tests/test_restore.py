@@ -357,3 +357,13 @@ def test_chinook_round_trip(chinook_env) -> None:
         result = run_restore(chinook_env, rec.id)
         assert result.success, failure_message(result)
     assert snapshot_database(chinook_env.url, exclude=CATALOG_TABLES) == before
+
+
+def test_round_trip_on_the_portable_path(env, monkeypatch) -> None:
+    """HTD_FAST_PATH=0: the portable read and write paths (PostgreSQL without ADBC/COPY)."""
+    monkeypatch.setenv("HTD_FAST_PATH", "0")
+    before = state(env)
+    backup_id = backed_up(env, env.ids[1])
+    result = run_restore(env, backup_id)
+    assert result.success, failure_message(result)
+    assert state(env) == before
