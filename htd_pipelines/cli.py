@@ -298,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     rel = s.add_subparsers(dest="relations_command", required=True)
     c = rel.add_parser("check", help="validate against the live schema; print the plan")
     c.set_defaults(func=cmd_relations_check)
+
+    from htd_pipelines.cli_schedules import register as register_schedule_commands
+
+    register_schedule_commands(sub)
     return p
 
 

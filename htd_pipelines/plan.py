@@ -153,6 +153,8 @@ def resolve_type(engine: Engine, btype: BackupType, source: str = "registry") ->
     where = f"{source}: type {btype.name}"
     tables = _reflect(engine, btype, where)
     plans: dict[str, TablePlan] = {}
+    for role, column in btype.lifecycle.columns().items():
+        _check_column(tables[btype.root.table], column, where, f"lifecycle {role}")
     for rule in btype.all_tables:  # declared parents precede their children
         table = tables[rule.table]
         _check_column(table, rule.key, where, "key")

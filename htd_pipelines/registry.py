@@ -49,11 +49,33 @@ class TableRule:
         return self.table.replace(".", "__")
 
 
+LIFECYCLE_KEYS = ("delete_marker", "delete_marker_by", "test_flag", "created_at")
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """Optional columns of the root table that drive the automation (all plain names).
+
+    delete_marker: non-NULL when the application asks for the session to be deleted (a
+    timestamp); delete_marker_by: who asked; test_flag: true for test sessions; created_at:
+    the session's creation time (test-session cleanup age).
+    """
+
+    delete_marker: str | None = None
+    delete_marker_by: str | None = None
+    test_flag: str | None = None
+    created_at: str | None = None
+
+    def columns(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if v}
+
+
 @dataclass(frozen=True)
 class BackupType:
     name: str
     root: TableRule
     tables: tuple[TableRule, ...]
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
     @property
     def all_tables(self) -> tuple[TableRule, ...]:
@@ -142,10 +164,18 @@ def _parse_rule(raw: Any, where: str, *, root: bool) -> TableRule:
 def _parse_type(name: str, raw: Any, where: str) -> BackupType:
     if not isinstance(raw, dict) or "root" not in raw:
         raise RegistryError(f"{where}: expected a mapping with 'root' and 'tables'")
-    unknown = set(raw) - {"root", "tables"}
+    unknown = set(raw) - {"root", "tables", "lifecycle"}
     if unknown:
         raise RegistryError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     root = _parse_rule(raw["root"], f"{where}: root", root=True)
+    life_raw = raw.get("lifecycle") or {}
+    if not isinstance(life_raw, dict) or set(life_raw) - set(LIFECYCLE_KEYS):
+        raise RegistryError(
+            f"{where}: lifecycle must be a mapping with keys among {', '.join(LIFECYCLE_KEYS)}"
+        )
+    lifecycle = Lifecycle(
+        **{k: check_identifier(v, f"{where}: lifecycle: {k}") for k, v in life_raw.items()}
+    )
     tables_raw = raw.get("tables") or []
     if not isinstance(tables_raw, list):
         raise RegistryError(f"{where}: tables must be a list")
@@ -172,7 +202,7 @@ def _parse_type(name: str, raw: Any, where: str) -> BackupType:
                 raise RegistryError(f"{where}: parent cycle {cycle}")
             chain.append(node)
             node = parents[node]
-    return BackupType(name=name, root=root, tables=tuple(tables))
+    return BackupType(name=name, root=root, tables=tuple(tables), lifecycle=lifecycle)
 
 
 def parse_registry(text: str, path: str = "<string>") -> Registry:
