@@ -414,3 +414,34 @@ def delete_source(
         )
         raise
     return counts
+
+
+def backup_sessions(
+    engine: Engine,
+    registry: Registry,
+    store: SnapshotStore,
+    *,
+    type_name: str,
+    relation_ids: list,
+    uid: str | None,
+    run_id: str,
+    keep_source: bool = False,
+) -> list[RecordedBackup]:
+    """The whole backup in one call (plan, every table, record, delete): what backup_job's
+    graph does op by op, for jobs that back up as one step of their own (test cleanup)."""
+    plan = plan_backup(
+        engine,
+        registry,
+        store,
+        type_name=type_name,
+        relation_ids=relation_ids,
+        uid=uid,
+        keep_source=keep_source,
+        run_id=run_id,
+    )
+    tables = [t.name for t in resolved(engine, registry, type_name, run_id).tables]
+    extracts = [extract_table(engine, registry, store, plan, t) for t in tables]
+    recorded = record_backup(engine, registry, store, plan, extracts)
+    if not keep_source:
+        delete_source(engine, registry, store, plan, recorded)
+    return recorded

@@ -13,9 +13,11 @@ from dagster import Definitions, EnvVar
 from htd_pipelines import settings
 from htd_pipelines.assets.catalog import backup_catalog
 from htd_pipelines.jobs.backup import build_backup_job
+from htd_pipelines.jobs.cleanup import test_session_cleanup_job
 from htd_pipelines.jobs.restore import restore_job
 from htd_pipelines.registry import load_registry
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
+from htd_pipelines.schedules.cleanup import test_session_cleanup
 from htd_pipelines.sensors.restore_request import restore_request_sensor
 
 
@@ -42,8 +44,9 @@ def build_definitions() -> Definitions:
     registry = load_registry(settings.relations_file())
     return Definitions(
         assets=[backup_catalog],
-        jobs=[build_backup_job(registry), restore_job],
+        jobs=[build_backup_job(registry), restore_job, test_session_cleanup_job],
         sensors=[restore_request_sensor],
+        schedules=[test_session_cleanup],
         resources=build_resources(),
     )
 
