@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +19,7 @@ from sqlalchemy.engine import Engine
 from htd_pipelines import catalog
 from htd_pipelines.extract import prefetch, stream_batches
 from htd_pipelines.manifest import MANIFEST_FILE, Manifest, TableManifest
+from htd_pipelines.markers import claim_markers, finish_claims
 from htd_pipelines.plan import REL_COLUMN, ResolvedType, TablePlan, resolve_cached
 from htd_pipelines.registry import Registry
 from htd_pipelines.snapshots import SnapshotError, SnapshotStore, WrittenFile
@@ -41,6 +43,10 @@ class BackupPlan:
     registry_sha256: str
     snapshot_uri: str
     created_at: str
+    from_markers: bool = False
+    # sessions left out, with the reason; `problems` make the run fail once the rest is done
+    skipped: tuple[tuple[str, str], ...] = ()
+    problems: tuple[tuple[str, str], ...] = ()
 
     def location(self, relation_id: str) -> str:
         return SnapshotStore.backup_dir(self.type, relation_id, self.versions[relation_id])
@@ -93,6 +99,8 @@ def coerce_ids(plan: ResolvedType, relation_ids: list) -> list:
 
 
 def existing_ids(engine: Engine, plan: ResolvedType, ids: list) -> set[str]:
+    if not ids:
+        return set()
     root = plan.root
     key = root.table.c[root.rule.key]
     with engine.connect() as conn:
@@ -112,12 +120,43 @@ def plan_backup(
     uid: str | None,
     keep_source: bool,
     run_id: str,
+    from_markers: bool = False,
+    run_status: Callable[[str], str | None] | None = None,
+    max_attempts: int = 3,
 ) -> BackupPlan:
+    """Check and reserve. With `from_markers` (runs launched by deletion_marker_sensor) each
+    session's deletion marker is claimed first; sessions that are gone, already backed up or
+    being backed up by another run are left out (and reported) instead of failing the batch."""
     if not relation_ids:
         raise BackupError("no relation ids given: name at least one session to back up")
     rtype = resolved(engine, registry, type_name, run_id)
     ids = coerce_ids(rtype, relation_ids)
     rel_ids = list(dict.fromkeys(str(i) for i in ids))
+    skipped: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = []
+    if from_markers:
+        outcome = claim_markers(
+            engine,
+            rtype,
+            ids,
+            run_id=run_id,
+            run_status=run_status or (lambda _run_id: None),
+            max_attempts=max_attempts,
+        )
+        skipped, problems = outcome.skipped, outcome.problems
+        for rid, reason in [*skipped, *problems]:
+            catalog.log_operation_now(
+                engine,
+                action="marker_skipped",
+                status="skipped",
+                uid=uid,
+                type_name=type_name,
+                relation_ids=[rid],
+                run_id=run_id,
+                message=reason,
+            )
+        rel_ids = outcome.claimed
+        ids = coerce_ids(rtype, rel_ids)
     found = existing_ids(engine, rtype, ids)
     missing = [r for r in rel_ids if r not in found]
     if missing:
@@ -140,6 +179,9 @@ def plan_backup(
         registry_sha256=rtype.btype.digest(),
         snapshot_uri=store.uri,
         created_at=dt.datetime.now(dt.UTC).isoformat(),
+        from_markers=from_markers,
+        skipped=tuple(skipped),
+        problems=tuple(problems),
     )
 
 
@@ -177,7 +219,13 @@ class _Capture:
     def add(self, batch: pa.RecordBatch) -> None:
         self.writer.write(batch)
         pk = list(self.plan.primary_key)
-        self.keys.append(batch.select(pk))
+        # copies: a zero-copy view of the key columns would keep the driver's whole batch alive
+        keys = batch.select(pk)
+        self.keys.append(
+            pa.RecordBatch.from_arrays(
+                [pa.concat_arrays([c, c.slice(0, 0)]) for c in keys.columns], schema=keys.schema
+            )
+        )
         for col in self.plan.rule.files:
             refs = batch.select([*pk, col]).filter(pc.is_valid(batch.column(col)))
             if refs.num_rows:
@@ -213,7 +261,7 @@ def extract_table(
 ) -> TableExtract:
     """Stream the table's rows of every relation id in the plan into one Parquet file each."""
     btype = registry.get(plan.type)
-    if btype.rule(table) is None:
+    if btype.rule(table) is None or not plan.relation_ids:
         return TableExtract(table)
     tplan = resolved(engine, registry, plan.type, plan.run_id).table(table)
     schema = tplan.arrow_schema()
@@ -270,13 +318,15 @@ def record_backup(
     extracts: list[TableExtract],
 ) -> list[RecordedBackup]:
     """Write each session's manifest, then its catalog row; all catalog rows in one transaction."""
+    if not plan.relation_ids:
+        return []
     order = [t.name for t in resolved(engine, registry, plan.type, plan.run_id).tables]
     by_table = {e.table: e for e in extracts if e.per_relation}
     missing = [t for t in order if t not in by_table]
     if missing:
         raise BackupError(f"no snapshot was extracted for table(s) {', '.join(missing)}")
     finished = dt.datetime.now(dt.UTC).isoformat()
-    manifests = []
+    manifests: list[tuple[Manifest, str]] = []
     for rid in plan.relation_ids:
         manifest = Manifest(
             type=plan.type,
@@ -293,12 +343,13 @@ def record_backup(
             compression=f"zstd({store.zstd_level})",
             tables=[by_table[t].per_relation[rid] for t in order],
         )
-        store.write_bytes(f"{manifest.location}/{MANIFEST_FILE}", manifest.to_json().encode())
-        manifests.append(manifest)
+        text = manifest.to_json()  # once: the file and the catalog row hold the same text
+        store.write_bytes(f"{manifest.location}/{MANIFEST_FILE}", text.encode())
+        manifests.append((manifest, text))
     recorded = []
     with engine.begin() as conn:
-        for m in manifests:
-            backup_id = catalog.insert_backup(conn, m)
+        for m, text in manifests:
+            backup_id = catalog.insert_backup(conn, m, text)
             recorded.append(
                 RecordedBackup(
                     backup_id=backup_id,
@@ -355,6 +406,8 @@ def delete_source(
     recorded: list[RecordedBackup],
 ) -> dict[str, int]:
     """Delete exactly the captured rows in one transaction, children first; else roll back."""
+    if not recorded:
+        return {}
     rtype = resolved(engine, registry, plan.type, plan.run_id)
     with engine.connect() as conn:
         records = [catalog.get_backup(conn, r.backup_id) for r in recorded]
@@ -390,6 +443,8 @@ def delete_source(
                     )
                 counts[tplan.name] = len(deleted_rows)
             catalog.mark_source_deleted(conn, [r.backup_id for r in recorded])
+            if plan.from_markers:
+                finish_claims(conn, plan.type, list(plan.relation_ids), plan.run_id)
             catalog.log_operation(
                 conn,
                 action="delete",
@@ -401,6 +456,8 @@ def delete_source(
                 run_id=plan.run_id,
             )
     except Exception as exc:
+        if plan.from_markers:
+            discard_backups(engine, store, recorded, plan, reason=str(exc))
         catalog.log_operation_now(
             engine,
             action="delete",
@@ -445,3 +502,34 @@ def backup_sessions(
     if not keep_source:
         delete_source(engine, registry, store, plan, recorded)
     return recorded
+
+
+def discard_backups(
+    engine: Engine,
+    store: SnapshotStore,
+    recorded: list[RecordedBackup],
+    plan: BackupPlan,
+    reason: str,
+) -> None:
+    """Remove backups whose source rows were not deleted (a marker run that failed): the retry
+    makes the one backup of that marker. Catalog rows first, then the files."""
+    ids = [r.backup_id for r in recorded]
+    with engine.begin() as conn:
+        conn.execute(
+            catalog.back_up.delete().where(
+                catalog.back_up.c.id.in_(ids), catalog.back_up.c.source_deleted == 0
+            )
+        )
+        catalog.log_operation(
+            conn,
+            action="backup_discarded",
+            status="ok",
+            uid=plan.uid,
+            type_name=plan.type,
+            relation_ids=list(plan.relation_ids),
+            backup_ids=ids,
+            run_id=plan.run_id,
+            message=f"the delete failed, the source rows are still there: {reason}",
+        )
+    for r in recorded:
+        store.delete_dir(r.location)

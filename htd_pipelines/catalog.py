@@ -61,7 +61,7 @@ operation_log = sa.Table(
     sa.Column("message", _LONG_TEXT),
 )
 
-CATALOG_TABLES = ("back_up", "htd_operation_log")
+CATALOG_TABLES = ("back_up", "htd_operation_log", "htd_marker_claim")
 _READY: set[str] = set()
 _LOCK = threading.Lock()
 
@@ -164,14 +164,14 @@ def next_versions(conn: Connection, type_name: str, relation_ids: list[str]) -> 
     return {rid: found.get(rid, 0) + 1 for rid in relation_ids}
 
 
-def insert_backup(conn: Connection, manifest: Manifest) -> int:
+def insert_backup(conn: Connection, manifest: Manifest, manifest_json: str | None = None) -> int:
     result = conn.execute(
         back_up.insert().values(
             type=manifest.type,
             relation_id=manifest.relation_id,
             version=manifest.version,
             uid=manifest.uid,
-            manifest=manifest.to_json(),
+            manifest=manifest_json or manifest.to_json(),
             snapshot_uri=manifest.snapshot_uri,
             location=manifest.location,
             total_rows=manifest.total_rows,
@@ -287,3 +287,18 @@ def restore_requests_after(
             )
         )
     return [_record(r) for r in conn.execute(stmt)]
+
+
+# One row per deletion marker (type, relation id, marker value): which run owns it. A marker is
+# claimed by at most one run at a time, taken over only from a failed run, at most N attempts.
+marker_claim = sa.Table(
+    "htd_marker_claim",
+    metadata,
+    sa.Column("type", sa.String(64), primary_key=True),
+    sa.Column("relation_id", sa.String(191), primary_key=True),
+    sa.Column("marked_at", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # claimed | done | abandoned
+    sa.Column("claimed_at", _TS, nullable=False),
+)

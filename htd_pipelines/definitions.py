@@ -18,6 +18,8 @@ from htd_pipelines.jobs.restore import restore_job
 from htd_pipelines.registry import load_registry
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
 from htd_pipelines.schedules.cleanup import test_session_cleanup
+from htd_pipelines.schedules.declared import load_declared_schedules, schedules_file
+from htd_pipelines.sensors.deletion_marker import deletion_marker_sensor
 from htd_pipelines.sensors.restore_request import restore_request_sensor
 
 
@@ -42,11 +44,15 @@ def build_resources() -> dict:
 
 def build_definitions() -> Definitions:
     registry = load_registry(settings.relations_file())
+    jobs = [build_backup_job(registry), restore_job, test_session_cleanup_job]
     return Definitions(
         assets=[backup_catalog],
-        jobs=[build_backup_job(registry), restore_job, test_session_cleanup_job],
-        sensors=[restore_request_sensor],
-        schedules=[test_session_cleanup],
+        jobs=jobs,
+        sensors=[deletion_marker_sensor, restore_request_sensor],
+        schedules=[
+            test_session_cleanup,
+            *load_declared_schedules(schedules_file(), {j.name for j in jobs}),
+        ],
         resources=build_resources(),
     )
 

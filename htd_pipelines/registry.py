@@ -226,3 +226,21 @@ def load_registry(path: str | Path) -> Registry:
     except OSError as exc:
         raise RegistryError(f"{p}: cannot read the relation registry: {exc.strerror}") from exc
     return parse_registry(text, str(p))
+
+
+_LOADED: dict[str, tuple[float, int, Registry]] = {}
+
+
+def cached_registry(path: str | Path) -> Registry:
+    """load_registry, parsed again only when the file changes (ops share one parse)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return load_registry(p)  # raises the error naming the file
+    hit = _LOADED.get(str(p))
+    if hit and hit[0] == st.st_mtime and hit[1] == st.st_size:
+        return hit[2]
+    registry = load_registry(p)
+    _LOADED[str(p)] = (st.st_mtime, st.st_size, registry)
+    return registry

@@ -36,3 +36,24 @@ def relations_file() -> str:
 
 def snapshot_uri() -> str:
     return os.environ.get(SNAPSHOT_URI_ENV) or default_snapshot_uri()
+
+
+# deletion_marker_sensor tuning (read at evaluation time)
+def marker_batch_size() -> int:
+    """Sessions per backup run launched by the sensor (HTD_MARKER_BATCH_SIZE, default 100)."""
+    return int(os.environ.get("HTD_MARKER_BATCH_SIZE", "100"))
+
+
+def marker_max_batches() -> int:
+    """Runs launched per tick at most (HTD_MARKER_MAX_BATCHES, default 20)."""
+    return int(os.environ.get("HTD_MARKER_MAX_BATCHES", "20"))
+
+
+def marker_retry_minutes() -> float:
+    """A marker still there this long after its run is retried (HTD_MARKER_RETRY_MINUTES)."""
+    return float(os.environ.get("HTD_MARKER_RETRY_MINUTES", "15"))
+
+
+def marker_max_attempts() -> int:
+    """Attempts per marker before it is abandoned and reported (HTD_MARKER_MAX_ATTEMPTS)."""
+    return int(os.environ.get("HTD_MARKER_MAX_ATTEMPTS", "3"))

@@ -3,6 +3,7 @@
 from dagster import (
     Config,
     ExecutorDefinition,
+    Failure,
     In,
     JobDefinition,
     OpExecutionContext,
@@ -18,6 +19,7 @@ from htd_pipelines.assets.catalog import backup_materialization
 from htd_pipelines.backup import BackupPlan, RecordedBackup, TableExtract
 from htd_pipelines.registry import Registry, TableRule
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
+from htd_pipelines.settings import marker_max_attempts
 
 
 class BackupConfig(Config):
@@ -28,6 +30,11 @@ class BackupConfig(Config):
     uid: str | None = Field(default=None, description="Who asks for the backup (audit)")
     keep_source: bool = Field(
         default=False, description="Keep the source rows (do not delete after the backup)"
+    )
+    from_markers: bool = Field(
+        default=False,
+        description="Launched for deletion markers: claim each session's marker first and "
+        "leave out (and report) sessions that are gone or already handled",
     )
 
 
@@ -52,11 +59,21 @@ def plan_backup(
         uid=config.uid,
         keep_source=config.keep_source,
         run_id=context.run_id,
+        from_markers=config.from_markers,
+        run_status=lambda run_id: _run_status(context, run_id),
+        max_attempts=marker_max_attempts(),
     )
+    for rid, reason in [*plan.skipped, *plan.problems]:
+        context.log.warning(f"session {rid} left out: {reason}")
     context.log.info(
         f"backing up {plan.type} {', '.join(plan.relation_ids)} as versions {plan.versions}"
     )
     return plan
+
+
+def _run_status(context: OpExecutionContext, run_id: str) -> str | None:
+    run = context.instance.get_run_by_id(run_id)
+    return run.status.value if run is not None else None
 
 
 def extract_op(table: str, rules: list[TableRule]):  # noqa: ANN201
@@ -127,11 +144,17 @@ def delete_source(
 ) -> None:
     if plan.keep_source:
         context.log.info("keep_source is set: source rows are kept")
-        return
-    counts = backup.delete_source(
-        database.engine(), relations.load(), snapshots.store(), plan, recorded
-    )
-    context.log.info(f"deleted {sum(counts.values())} rows: {counts}")
+    else:
+        counts = backup.delete_source(
+            database.engine(), relations.load(), snapshots.store(), plan, recorded
+        )
+        context.log.info(f"deleted {sum(counts.values())} rows: {counts}")
+    if plan.problems:
+        raise Failure(
+            f"{len(plan.problems)} marked session(s) could not be backed up: "
+            + "; ".join(f"{rid}: {reason}" for rid, reason in plan.problems)
+            + (f" ({len(recorded)} other session(s) were backed up)" if recorded else "")
+        )
 
 
 def build_backup_job(

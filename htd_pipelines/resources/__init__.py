@@ -7,7 +7,7 @@ from pydantic import Field
 from sqlalchemy.engine import Engine
 
 from htd_pipelines.db import get_engine
-from htd_pipelines.registry import Registry, load_registry
+from htd_pipelines.registry import Registry, cached_registry
 from htd_pipelines.snapshots import SnapshotStore
 
 
@@ -26,7 +26,7 @@ class RelationRegistry(ConfigurableResource):
     path: str = Field(description="Path of the relation registry YAML")
 
     def load(self) -> Registry:
-        return load_registry(self.path)
+        return cached_registry(self.path)
 
 
 class SnapshotStorage(ConfigurableResource):

@@ -1,0 +1,455 @@
+"""Shared helpers for the benchmarks (backup now, restore later).
+
+Everything here is plain Python: no Dagster import at module level, so the parent process of a
+benchmark stays light and the job runs (and their peak RSS) happen in a child process.
+
+* scratch PostgreSQL database with the demo schema and one large seeded session
+* the extraction SQL per table of a type, and a psycopg ``COPY (...) TO STDOUT`` reference
+* the PHP-style "rows as one JSON blob" encoding (size and speed)
+* running a job in a child process and reading step durations from the event log
+* a PASS/FAIL results table and the optional ``--json`` output
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS_DIR = ROOT / "tests"
+for _p in (str(ROOT), str(TESTS_DIR)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import psycopg  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+from sqlalchemy.engine import Engine, make_url  # noqa: E402
+
+from htd_pipelines import settings  # noqa: E402
+from htd_pipelines.db import get_engine  # noqa: E402
+from htd_pipelines.plan import REL_COLUMN, ResolvedType, TablePlan, resolve_type  # noqa: E402
+from htd_pipelines.registry import load_registry  # noqa: E402
+
+MB = 1024 * 1024
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak resident set size in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(who).ru_maxrss
+    return peak / MB if sys.platform == "darwin" else peak / 1024
+
+
+def current_rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MB
+    except OSError:
+        return float("nan")
+
+
+def host_cpu_busy_s() -> float | None:
+    """Busy CPU seconds of the whole host so far (/proc/stat, all cores; None off Linux).
+
+    Compared with the CPU time of the measured process over the same window it shows whether
+    something else (another test suite, the database serving others) competed for the cores.
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+# ---------------------------------------------------------------------------- database
+
+
+@contextmanager
+def scratch_postgres() -> Iterator[str]:
+    """A new, empty PostgreSQL database (tests/dbs.py conventions); always dropped afterwards."""
+    from dbs import drop_database, new_database
+
+    url = new_database("postgresql", None)
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+@dataclass
+class SeededSession:
+    url: str
+    session_id: int
+    counts: dict[str, int]
+    seconds: float
+
+    @property
+    def rows(self) -> int:
+        return sum(self.counts.values())
+
+
+def seed_session(url: str, rows: int, *, seed: int = 0) -> SeededSession:
+    """Demo schema + one session of `rows` related rows (seed_large_session), then ANALYZE."""
+    from htd_pipelines.demo.schema import create_demo_schema
+    from htd_pipelines.demo.seed import large_session_counts, seed_large_session
+
+    engine = get_engine(url)
+    t0 = time.perf_counter()
+    create_demo_schema(engine)
+    sid = seed_large_session(engine, rows, seed=seed)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("ANALYZE"))
+    return SeededSession(url, sid, large_session_counts(rows), time.perf_counter() - t0)
+
+
+def psycopg_connect(url: str, **kwargs) -> psycopg.Connection:
+    """A raw psycopg 3 connection to a SQLAlchemy-style postgresql URL (UTC session)."""
+    u = make_url(url)
+    return psycopg.connect(
+        host=u.host or "127.0.0.1",
+        port=u.port or 5432,
+        user=u.username or "postgres",
+        password=u.password,
+        dbname=u.database,
+        options="-c timezone=UTC",
+        **kwargs,
+    )
+
+
+def resolve_demo_type(engine: Engine, type_name: str = "inst") -> ResolvedType:
+    return resolve_type(engine, load_registry(settings.DEMO_RELATIONS_FILE).get(type_name))
+
+
+def extraction_sql(engine: Engine, tplan: TablePlan, ids: Sequence) -> str:
+    """Exactly the SQL the extraction runs for one table (ids bound as literals)."""
+    stmt = tplan.select_rows().params(ids=list(ids))
+    return str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+
+
+def data_columns_sql(engine: Engine, tplan: TablePlan, ids: Sequence) -> str:
+    """The extraction SQL without the relation-id column (the table's own columns only)."""
+    prep = engine.dialect.identifier_preparer
+    cols = ", ".join(f"q.{prep.quote(c.name)}" for c in tplan.columns)
+    return f"SELECT {cols} FROM ({extraction_sql(engine, tplan, ids)}) AS q"
+
+
+# ---------------------------------------------------------------------------- COPY reference
+
+
+@dataclass
+class CopyPass:
+    seconds: float
+    rows: int
+    bytes: int
+    per_table: dict[str, dict] = field(default_factory=dict)
+
+
+def copy_pass(
+    conn: psycopg.Connection,
+    sqls: dict[str, str],
+    *,
+    binary: bool = False,
+    count_rows: bool = False,
+) -> CopyPass:
+    """`COPY (sql) TO STDOUT` per table, every chunk read and its bytes counted.
+
+    With `count_rows` (text format only; used for the untimed warm-up so the timed passes do
+    no extra work) rows are counted from the stream: in text format every row ends with exactly
+    one newline (newlines inside values are escaped). Otherwise rows are reported as -1.
+    """
+    count_rows = count_rows and not binary
+    total_rows = total_bytes = 0
+    per_table = {}
+    opts = " (FORMAT BINARY)" if binary else ""
+    t_all = time.perf_counter()
+    with conn.cursor() as cur:
+        for name, sql in sqls.items():
+            t0 = time.perf_counter()
+            n_bytes = n_rows = 0
+            with cur.copy(f"COPY ({sql}) TO STDOUT{opts}") as copy:
+                for chunk in copy:
+                    n_bytes += len(chunk)
+                    if count_rows:
+                        n_rows += bytes(chunk).count(b"\n")
+            per_table[name] = {
+                "rows": n_rows if count_rows else -1,
+                "bytes": n_bytes,
+                "seconds": time.perf_counter() - t0,
+            }
+            total_rows += n_rows
+            total_bytes += n_bytes
+    return CopyPass(
+        time.perf_counter() - t_all, total_rows if count_rows else -1, total_bytes, per_table
+    )
+
+
+def copy_reference(
+    url: str, sqls: dict[str, str], *, repeat: int = 3, binary: bool = False
+) -> tuple[CopyPass, CopyPass, list[float]]:
+    """Warm-up pass (untimed, counts rows), then best of `repeat` timed passes.
+
+    Returns (warm-up pass with row counts, best timed pass, seconds of every timed pass).
+    """
+    with psycopg_connect(url, autocommit=True) as conn:
+        warm = copy_pass(conn, sqls, binary=binary, count_rows=True)
+        passes = [copy_pass(conn, sqls, binary=binary) for _ in range(repeat)]
+    best = min(passes, key=lambda p: p.seconds)
+    return warm, best, [p.seconds for p in passes]
+
+
+# ---------------------------------------------------------------------------- JSON blob
+
+
+@dataclass
+class JsonBlob:
+    seconds: float
+    rows: int
+    bytes: int
+    per_table: dict[str, int] = field(default_factory=dict)
+
+
+def json_blob(url: str, sqls: dict[str, str], *, fetch_rows: int = 10_000) -> JsonBlob:
+    """Size and speed of the PHP original's format: one JSON blob of row objects per table.
+
+    The blob is ``{"table": [{"col": value, ...}, ...], ...}`` as ``json.dumps(..., default=str)``
+    would write it in one go (default separators, ASCII escapes). It is encoded table by table and
+    batch by batch (server-side cursor) and only its length is kept, so memory stays low; the
+    byte count equals ``len(json.dumps(whole_dict, default=str).encode())``.
+    """
+    from psycopg.rows import dict_row
+
+    total_bytes = 2  # "{" ... "}"
+    total_rows = 0
+    per_table = {}
+    t0 = time.perf_counter()
+    with psycopg_connect(url, autocommit=False, row_factory=dict_row) as conn:
+        for i, (name, sql) in enumerate(sqls.items()):
+            size = (2 if i else 0) + len(json.dumps(name)) + len(": []")  # ", " between tables
+            first = True
+            with conn.cursor(name=f"htd_json_{i}") as cur:
+                cur.itersize = fetch_rows
+                cur.execute(sql)
+                while rows := cur.fetchmany(fetch_rows):
+                    text = json.dumps(rows, default=str)  # "[r1, r2, ...]"
+                    size += len(text.encode()) - 2 + (0 if first else 2)
+                    first = False
+                    total_rows += len(rows)
+            per_table[name] = size
+            total_bytes += size
+        conn.rollback()
+    return JsonBlob(time.perf_counter() - t0, total_rows, total_bytes, per_table)
+
+
+# ---------------------------------------------------------------------------- child runs
+
+
+def htd_environment(url: str, workdir: Path, relations_file: str | None = None) -> dict:
+    """Environment variables that point the code location at `url` and a snapshot folder.
+
+    Returns the env dict for a child process (the current environment plus the HTD_* variables
+    and a private DAGSTER_HOME); the snapshot folder lives under `workdir`.
+    """
+    env = dict(os.environ)
+    env[settings.DATABASE_URL_ENV] = url
+    env[settings.SNAPSHOT_URI_ENV] = str(workdir / "snapshots")
+    env[settings.RELATIONS_FILE_ENV] = relations_file or str(settings.DEMO_RELATIONS_FILE)
+    env[settings.HOME_ENV] = str(workdir / "home")
+    env["DAGSTER_HOME"] = str(workdir / "dagster_home")
+    (workdir / "dagster_home").mkdir(parents=True, exist_ok=True)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+@contextmanager
+def temp_workdir(prefix: str = "htd_bench_") -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_child(script: Path, args: list[str], env: dict, *, timeout: float | None = None) -> dict:
+    """Run `python script --child ... --child-out FILE` and return the JSON it wrote.
+
+    The child's stdout/stderr go to a log file in a temp folder; on failure its tail is raised.
+    The child reports its own peak RSS (RUSAGE_SELF); as a cross-check the result gets
+    ``parent_children_maxrss_mb``: RUSAGE_CHILDREN's ru_maxrss, the largest peak among all
+    children this process has waited for so far.
+    """
+    with tempfile.TemporaryDirectory(prefix="htd_child_") as tmp:
+        out = Path(tmp) / "result.json"
+        log = Path(tmp) / "child.log"
+        cmd = [sys.executable, str(script), *args, "--child-out", str(out)]
+        with open(log, "wb") as logf:
+            proc = subprocess.run(
+                cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, timeout=timeout, check=False
+            )
+        if proc.returncode != 0 or not out.exists():
+            tail = log.read_text(errors="replace")[-4000:]
+            raise RuntimeError(f"child {' '.join(cmd)} failed (exit {proc.returncode}):\n{tail}")
+        result = json.loads(out.read_text())
+        result["parent_children_maxrss_mb"] = peak_rss_mb(resource.RUSAGE_CHILDREN)
+        return result
+
+
+class RssSampler:
+    """A daemon thread sampling this process's RSS every `interval` s: (time.time(), MiB) pairs.
+
+    Reading /proc/self/statm costs ~20 us, so a 10 ms interval does not disturb the work.
+    `peak_between(t0, t1)` gives the highest sample in a wall-clock window (e.g. one step).
+    """
+
+    def __init__(self, interval: float = 0.01) -> None:
+        import threading
+
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), current_rss_mb()))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peak_between(self, t0: float, t1: float) -> float | None:
+        inside = [mb for t, mb in self.samples if t0 <= t <= t1]
+        return max(inside) if inside else None
+
+
+def step_windows(instance, run_id: str) -> dict[str, tuple[float, float]]:
+    """(STEP_START, STEP_SUCCESS or STEP_FAILURE) wall-clock timestamps per step key of a run."""
+    start: dict[str, float] = {}
+    end: dict[str, float] = {}
+    for entry in instance.all_logs(run_id):
+        ev = entry.dagster_event
+        if ev is None or not entry.step_key:
+            continue
+        kind = ev.event_type_value
+        if kind == "STEP_START":
+            start[entry.step_key] = entry.timestamp
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE"):
+            end[entry.step_key] = entry.timestamp
+    done = sorted((start[k], k) for k in start if k in end)  # execution order
+    return {k: (start[k], end[k]) for _, k in done}
+
+
+def step_durations(instance, run_id: str) -> dict[str, float]:
+    """Seconds from STEP_START to STEP_SUCCESS (or STEP_FAILURE) per step key of a run."""
+    return {k: t1 - t0 for k, (t0, t1) in step_windows(instance, run_id).items()}
+
+
+def quiet_loggers(level: str = "WARNING") -> dict:
+    """run_config fragment: console logger at `level` (the event log still records everything)."""
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
+
+
+# ---------------------------------------------------------------------------- reporting
+
+
+@dataclass
+class Row:
+    label: str
+    value: float | int | str | None
+    fmt: str = "{:,.0f}"
+    target: str = ""
+    ok: Callable[[float], bool] | None = None
+
+    def text(self) -> tuple[str, str, str, str]:
+        if self.value is None:
+            value = "n/a"
+        elif isinstance(self.value, str):
+            value = self.value
+        else:
+            value = self.fmt.format(self.value)
+        verdict = ""
+        if self.ok is not None and isinstance(self.value, int | float):
+            verdict = "PASS" if self.ok(self.value) else "FAIL"
+        return self.label, value, self.target, verdict
+
+
+def print_table(title: str, rows: list[Row], out=sys.stdout) -> bool:
+    """Print a results table; return True when every row with a target passes."""
+    cells = [r.text() for r in rows]
+    widths = [max(len(c[i]) for c in [("metric", "value", "target", "")] + cells) for i in range(4)]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    print(title, file=out)
+    print(line, file=out)
+    header = ("metric", "value", "target", "")
+    print(
+        "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |", file=out
+    )
+    print(line, file=out)
+    for c in cells:
+        label, value, target, verdict = c
+        print(
+            f"| {label.ljust(widths[0])} | {value.rjust(widths[1])} | "
+            f"{target.ljust(widths[2])} | {verdict.ljust(widths[3])} |",
+            file=out,
+        )
+    print(line, file=out)
+    return all(c[3] != "FAIL" for c in cells)
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+__all__ = [
+    "MB",
+    "REL_COLUMN",
+    "CopyPass",
+    "JsonBlob",
+    "Row",
+    "RssSampler",
+    "SeededSession",
+    "copy_pass",
+    "copy_reference",
+    "current_rss_mb",
+    "host_cpu_busy_s",
+    "self_cpu_s",
+    "data_columns_sql",
+    "extraction_sql",
+    "htd_environment",
+    "json_blob",
+    "peak_rss_mb",
+    "print_table",
+    "psycopg_connect",
+    "quiet_loggers",
+    "resolve_demo_type",
+    "run_child",
+    "scratch_postgres",
+    "seed_session",
+    "step_durations",
+    "step_windows",
+    "temp_workdir",
+    "write_json",
+]
