@@ -83,7 +83,7 @@ def column_spec(column: sa.Column, dialect: sa.engine.Dialect) -> ColumnSpec:
         sql_type = column.type.compile(dialect=dialect)
     except Exception:  # noqa: BLE001 - some reflected types cannot compile; keep their repr
         sql_type = repr(column.type)
-    return ColumnSpec(column.name, arrow, kind, sql_type, bool(column.nullable))
+    return ColumnSpec(str(column.name), arrow, kind, sql_type, bool(column.nullable))
 
 
 def table_schema(specs: list[ColumnSpec]) -> pa.Schema:

@@ -212,6 +212,7 @@ class _Capture:
 
     def __init__(self, store: SnapshotStore, path: str, schema: pa.Schema, plan: TablePlan):
         self.writer = store.parquet_writer(path, schema)
+        self.schema = schema
         self.plan = plan
         self.keys: list[pa.Table] = []
         self.files: list[dict] = []
@@ -234,8 +235,8 @@ class _Capture:
     def finish(self) -> tuple[WrittenFile, str, list[dict]]:
         written = self.writer.close()
         pk = list(self.plan.primary_key)
-        schema = self.plan.arrow_schema()
-        keys = pa.Table.from_batches(self.keys, schema=pa.schema([schema.field(c) for c in pk]))
+        key_schema = pa.schema([self.schema.field(c) for c in pk])
+        keys = pa.Table.from_batches(self.keys, schema=key_schema)
         refs = []  # columnar: one entry per file column, keys and urls side by side
         for col in self.plan.rule.files:
             parts = [b for c, b in self.files if c == col]

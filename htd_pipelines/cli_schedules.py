@@ -96,7 +96,8 @@ def cmd_crontab_import(args: argparse.Namespace) -> int:
     except (ci.CrontabImportError, DeclaredScheduleError, RegistryError) as exc:
         return _error(str(exc))
     except sa.exc.SQLAlchemyError as exc:
-        return _error(f"cannot read the crontab table of {source}: {exc.__class__.__name__}: {exc}")
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return _error(f"cannot read the crontab table of {source}: {reason}")
     _import_summary(result, source, out, replaced=replaced, file=sys.stdout)
     return 0
 
@@ -196,6 +197,7 @@ def _duration(doc: dict) -> str:
 def cmd_history(args: argparse.Namespace) -> int:
     from htd_pipelines.cli import _print_json, _table
     from htd_pipelines.runner import get_instance
+    from htd_pipelines.schedules.declared import code_location_job_names
 
     with get_instance() as instance:
         runs = run_history(instance, args.job, args.limit)
@@ -203,7 +205,12 @@ def cmd_history(args: argparse.Namespace) -> int:
         _print_json(runs)
         return 0
     if not runs:
-        print(f"no runs of {args.job}" if args.job else "no runs")
+        if not args.job:
+            print("no runs")
+        elif args.job in code_location_job_names():
+            print(f"no runs of {args.job}")
+        else:
+            print(f"no runs of {args.job} (not a job of this code location)")
         return 0
     rows = [
         {

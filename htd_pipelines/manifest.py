@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
@@ -75,7 +75,9 @@ class Manifest:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        # shallow: dataclasses.asdict deep-copies every value (slow for big file lists)
+        doc = {**self.__dict__, "tables": [dict(t.__dict__) for t in self.tables]}
+        return json.dumps(doc, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:

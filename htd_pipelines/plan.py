@@ -32,7 +32,11 @@ class TablePlan:
         return 0 if self.parent is None else self.parent.depth + 1
 
     def arrow_schema(self):  # noqa: ANN201
-        return table_schema(list(self.columns))
+        cached = self.__dict__.get("_arrow_schema")
+        if cached is None:
+            cached = table_schema(list(self.columns))
+            object.__setattr__(self, "_arrow_schema", cached)  # frozen: computed once
+        return cached
 
     def chain(self) -> list[TablePlan]:
         """This table and its ancestors up to (not including) the root."""

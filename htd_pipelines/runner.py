@@ -55,9 +55,10 @@ def run_job(
     tags: dict[str, str] | None = None,
     instance: DagsterInstance | None = None,
 ) -> ExecuteInProcessResult:
-    from htd_pipelines.definitions import defs
+    from htd_pipelines.definitions import build_definitions
 
-    job = defs.resolve_job_def(job_name)
+    # built now, not at import: the environment (HTD_*) of this call decides the resources
+    job = build_definitions().resolve_job_def(job_name)
     owns = instance is None
     instance = instance or get_instance()
     try:

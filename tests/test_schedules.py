@@ -123,9 +123,10 @@ def test_test_session_cleanup_skips_while_its_job_runs() -> None:
 
 
 def test_definitions_load_the_declared_file(tmp_path, monkeypatch) -> None:
+    # settings first: importing the module builds its `defs` (the CLI's) from them
+    make_env(monkeypatch, "postgresql://nobody@127.0.0.1:1/nowhere", tmp_path)
     from htd_pipelines.definitions import build_definitions
 
-    make_env(monkeypatch, "postgresql://nobody@127.0.0.1:1/nowhere", tmp_path)
     monkeypatch.setenv("HTD_SCHEDULES_FILE", str(write(tmp_path, GOOD)))
     defs = build_definitions()
     Definitions.validate_loadable(defs)
