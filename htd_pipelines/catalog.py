@@ -61,7 +61,7 @@ operation_log = sa.Table(
     sa.Column("message", _LONG_TEXT),
 )
 
-CATALOG_TABLES = ("back_up", "htd_operation_log", "htd_marker_claim")
+CATALOG_TABLES = ("back_up", "htd_operation_log", "htd_marker_claim", "htd_verification")
 _READY: set[str] = set()
 _LOCK = threading.Lock()
 
@@ -301,4 +301,19 @@ marker_claim = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),  # claimed | done | abandoned
     sa.Column("claimed_at", _TS, nullable=False),
+)
+
+
+# One row per verification of a backup: when, by which run, the outcome.
+verification = sa.Table(
+    "htd_verification",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("backup_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("verified_at", _TS, nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("status", sa.String(16), nullable=False),  # ok | failed
+    sa.Column("full_restore", sa.SmallInteger, nullable=False, default=0),
+    sa.Column("manifest_sha256", sa.String(64), nullable=False),
+    sa.Column("message", _LONG_TEXT),
 )

@@ -88,6 +88,34 @@ def _step_metadata(result, step: str) -> dict:  # noqa: ANN001
     return {}
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from htd_pipelines.jobs.verify import VERIFY_OP
+    from htd_pipelines.runner import run_job
+
+    config: dict = {"backup_ids": args.backup_ids, "recheck_after_hours": args.recheck_after_hours}
+    if args.full_restore_env:
+        config["full_restore_env"] = args.full_restore_env
+    result = run_job(
+        "verify_backups_job",
+        {"ops": {VERIFY_OP: {"config": config}}},
+        tags={"htd/verify": ",".join(map(str, args.backup_ids)) or "due"},
+    )
+    checks = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    evaluation = checks[0]
+    meta = {k: v.value for k, v in evaluation.metadata.items()}
+    print(
+        f"run {result.run_id}: checked {meta['checked']}, skipped (recently verified) "
+        f"{meta['skipped_recently_verified']}, failed {meta['failed']}"
+    )
+    for backup_id, message in (meta.get("failures") or {}).items():
+        print(f"  backup {backup_id}: {message}")
+    return 0 if evaluation.passed else 4
+
+
 def cmd_request_restore(args: argparse.Namespace) -> int:
     from htd_pipelines import catalog
     from htd_pipelines.db import get_engine
@@ -274,6 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true", help="with --dry-run: the preview as JSON")
     s.set_defaults(func=cmd_restore)
+
+    s = sub.add_parser("verify", help="run verify_backups_job (all due backups, or the ids)")
+    s.add_argument("backup_ids", type=int, nargs="*", metavar="BACKUP_ID")
+    s.add_argument("--recheck-after-hours", type=float, default=24.0)
+    s.add_argument(
+        "--full-restore-env",
+        help="variable holding a scratch database URL: test-restore each backup there",
+    )
+    s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("request-restore", help="ask restore_request_sensor to restore a backup")
     s.add_argument("backup_id", type=int, metavar="BACKUP_ID")

@@ -12,13 +12,16 @@ from dagster import Definitions, EnvVar
 
 from htd_pipelines import settings
 from htd_pipelines.assets.catalog import backup_catalog
+from htd_pipelines.assets.checks import snapshots_verified
 from htd_pipelines.jobs.backup import build_backup_job
 from htd_pipelines.jobs.cleanup import test_session_cleanup_job
 from htd_pipelines.jobs.restore import restore_job
+from htd_pipelines.jobs.verify import verify_backups_job
 from htd_pipelines.registry import load_registry
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
 from htd_pipelines.schedules.cleanup import test_session_cleanup
 from htd_pipelines.schedules.declared import load_declared_schedules, schedules_file
+from htd_pipelines.schedules.verify import verify_backups_schedule
 from htd_pipelines.sensors.deletion_marker import deletion_marker_sensor
 from htd_pipelines.sensors.restore_request import restore_request_sensor
 
@@ -44,13 +47,15 @@ def build_resources() -> dict:
 
 def build_definitions() -> Definitions:
     registry = load_registry(settings.relations_file())
-    jobs = [build_backup_job(registry), restore_job, test_session_cleanup_job]
+    jobs = [build_backup_job(registry), restore_job, test_session_cleanup_job, verify_backups_job]
     return Definitions(
         assets=[backup_catalog],
+        asset_checks=[snapshots_verified],
         jobs=jobs,
         sensors=[deletion_marker_sensor, restore_request_sensor],
         schedules=[
             test_session_cleanup,
+            verify_backups_schedule,
             *load_declared_schedules(schedules_file(), {j.name for j in jobs}),
         ],
         resources=build_resources(),

@@ -347,14 +347,18 @@ def restore_backup(
     run_id: str | None,
     target_engine: Engine | None = None,
     store: SnapshotStore | None = None,
+    rehearsal: bool = False,
 ) -> RestoreResult:
     """Restore one backup: all rows or none, exactly the values backed up, at most once.
+
+    With `rehearsal` (a verification's "test restore", into a scratch database) everything
+    is done, read back and compared, then rolled back: nothing is claimed or kept.
 
     Into the catalog's own database the backup is claimed (is_reback 0 -> 1) in the same
     transaction. With `target_engine` (a staging copy) the catalog is not claimed.
     """
     target = target_engine or catalog_engine
-    claiming = target_engine is None or target_engine.url == catalog_engine.url
+    claiming = not rehearsal and (target_engine is None or target_engine.url == catalog_engine.url)
     ctx = prepare(catalog_engine, target, registry, backup_id, store)
     if claiming:
         _refuse_if_restored(ctx.record)
@@ -385,6 +389,8 @@ def restore_backup(
                 fixed = _verify_rows(conn, tplan, ctx.tables[tplan.name], ctx.ids)
                 if fixed:
                     corrected[tplan.name] = fixed
+            if rehearsal:
+                raise _Rehearsed(rows, corrected)
             if claiming:
                 catalog.log_operation(
                     conn,
@@ -397,6 +403,10 @@ def restore_backup(
                     run_id=run_id,
                     message=f"corrected cells: {corrected}" if corrected else None,
                 )
+    except _Rehearsed:
+        return RestoreResult(
+            backup_id, ctx.record.relation_id, rows, corrected, _label(target), False
+        )
     except Exception as exc:
         catalog.log_operation_now(
             catalog_engine,
@@ -425,6 +435,10 @@ def restore_backup(
     return RestoreResult(
         backup_id, ctx.record.relation_id, rows, corrected, _label(target), claiming
     )
+
+
+class _Rehearsed(Exception):  # noqa: N818 - control flow: roll the rehearsal back
+    """Raised inside a rehearsal's transaction so that it rolls back."""
 
 
 def _integrity_refusal(
