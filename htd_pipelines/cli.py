@@ -116,6 +116,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if evaluation.passed else 4
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from htd_pipelines.runner import run_job
+
+    result = run_job(
+        "retention_job",
+        {"ops": {"prune_backups": {"config": {"type": args.type, "dry_run": args.dry_run}}}},
+        tags={"htd/retention": "dry-run" if args.dry_run else "prune"},
+    )
+    out = result.output_for_node("prune_backups")
+    if args.dry_run:
+        going = [d for d in out if d["prune"]]
+        if args.json:
+            _print_json(out)
+            return 0
+        print(f"dry run: {len(going)} backup(s) would be pruned, {len(out) - len(going)} kept")
+        print(_table(out, ["backup_id", "type", "relation_id", "version", "prune", "reason"]))
+    else:
+        print(f"pruned {len(out)} backup(s): {', '.join(map(str, out)) or 'none'}")
+    return 0
+
+
 def cmd_request_restore(args: argparse.Namespace) -> int:
     from htd_pipelines import catalog
     from htd_pipelines.db import get_engine
@@ -311,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="variable holding a scratch database URL: test-restore each backup there",
     )
     s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("prune", help="run retention_job (apply the retention policies)")
+    s.add_argument("--type")
+    s.add_argument("--dry-run", action="store_true", help="show what would go; remove nothing")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_prune)
 
     s = sub.add_parser("request-restore", help="ask restore_request_sensor to restore a backup")
     s.add_argument("backup_id", type=int, metavar="BACKUP_ID")

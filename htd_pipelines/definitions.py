@@ -16,11 +16,13 @@ from htd_pipelines.assets.checks import snapshots_verified
 from htd_pipelines.jobs.backup import build_backup_job
 from htd_pipelines.jobs.cleanup import test_session_cleanup_job
 from htd_pipelines.jobs.restore import restore_job
+from htd_pipelines.jobs.retention import retention_job
 from htd_pipelines.jobs.verify import verify_backups_job
 from htd_pipelines.registry import load_registry
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
 from htd_pipelines.schedules.cleanup import test_session_cleanup
 from htd_pipelines.schedules.declared import load_declared_schedules, schedules_file
+from htd_pipelines.schedules.retention import retention_schedule
 from htd_pipelines.schedules.verify import verify_backups_schedule
 from htd_pipelines.sensors.deletion_marker import deletion_marker_sensor
 from htd_pipelines.sensors.restore_request import restore_request_sensor
@@ -47,7 +49,13 @@ def build_resources() -> dict:
 
 def build_definitions() -> Definitions:
     registry = load_registry(settings.relations_file())
-    jobs = [build_backup_job(registry), restore_job, test_session_cleanup_job, verify_backups_job]
+    jobs = [
+        build_backup_job(registry),
+        restore_job,
+        test_session_cleanup_job,
+        verify_backups_job,
+        retention_job,
+    ]
     return Definitions(
         assets=[backup_catalog],
         asset_checks=[snapshots_verified],
@@ -56,6 +64,7 @@ def build_definitions() -> Definitions:
         schedules=[
             test_session_cleanup,
             verify_backups_schedule,
+            retention_schedule,
             *load_declared_schedules(schedules_file(), {j.name for j in jobs}),
         ],
         resources=build_resources(),

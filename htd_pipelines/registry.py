@@ -71,11 +71,25 @@ class Lifecycle:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """Which versions of a relation id's backups to keep (no field set: keep everything)."""
+
+    keep_last: int | None = None  # the newest N versions
+    keep_days: float | None = None  # versions newer than D days
+    allow_unrestored: bool = False  # may prune backups never restored (is_reback = 0)
+
+    @property
+    def active(self) -> bool:
+        return self.keep_last is not None or self.keep_days is not None
+
+
+@dataclass(frozen=True)
 class BackupType:
     name: str
     root: TableRule
     tables: tuple[TableRule, ...]
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    retention: Retention = field(default_factory=Retention)
 
     @property
     def all_tables(self) -> tuple[TableRule, ...]:
@@ -164,7 +178,7 @@ def _parse_rule(raw: Any, where: str, *, root: bool) -> TableRule:
 def _parse_type(name: str, raw: Any, where: str) -> BackupType:
     if not isinstance(raw, dict) or "root" not in raw:
         raise RegistryError(f"{where}: expected a mapping with 'root' and 'tables'")
-    unknown = set(raw) - {"root", "tables", "lifecycle"}
+    unknown = set(raw) - {"root", "tables", "lifecycle", "retention"}
     if unknown:
         raise RegistryError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     root = _parse_rule(raw["root"], f"{where}: root", root=True)
@@ -202,7 +216,33 @@ def _parse_type(name: str, raw: Any, where: str) -> BackupType:
                 raise RegistryError(f"{where}: parent cycle {cycle}")
             chain.append(node)
             node = parents[node]
-    return BackupType(name=name, root=root, tables=tuple(tables), lifecycle=lifecycle)
+    return BackupType(
+        name=name,
+        root=root,
+        tables=tuple(tables),
+        lifecycle=lifecycle,
+        retention=_parse_retention(raw.get("retention"), f"{where}: retention"),
+    )
+
+
+def _parse_retention(raw: Any, where: str) -> Retention:
+    if raw is None:
+        return Retention()
+    if not isinstance(raw, dict) or set(raw) - {"keep_last", "keep_days", "allow_unrestored"}:
+        raise RegistryError(
+            f"{where}: expected a mapping with keep_last, keep_days and/or allow_unrestored"
+        )
+    keep_last, keep_days = raw.get("keep_last"), raw.get("keep_days")
+    if keep_last is not None and (not isinstance(keep_last, int) or keep_last < 1):
+        raise RegistryError(f"{where}: keep_last must be a whole number >= 1, got {keep_last!r}")
+    if keep_days is not None and (
+        not isinstance(keep_days, int | float) or isinstance(keep_days, bool) or keep_days <= 0
+    ):
+        raise RegistryError(f"{where}: keep_days must be a number > 0, got {keep_days!r}")
+    allow = raw.get("allow_unrestored", False)
+    if not isinstance(allow, bool):
+        raise RegistryError(f"{where}: allow_unrestored must be true or false")
+    return Retention(keep_last, float(keep_days) if keep_days is not None else None, allow)
 
 
 def parse_registry(text: str, path: str = "<string>") -> Registry:
