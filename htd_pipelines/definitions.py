@@ -13,6 +13,12 @@ from dagster import Definitions, EnvVar
 from htd_pipelines import settings
 from htd_pipelines.assets.catalog import backup_catalog
 from htd_pipelines.assets.checks import snapshots_verified
+from htd_pipelines.assets.data_tables import (
+    data_table_backup,
+    data_table_backup_job,
+    data_table_backup_schedule,
+    data_table_partitions_sensor,
+)
 from htd_pipelines.jobs.backup import build_backup_job
 from htd_pipelines.jobs.cleanup import test_session_cleanup_job
 from htd_pipelines.jobs.restore import restore_job
@@ -55,16 +61,18 @@ def build_definitions() -> Definitions:
         test_session_cleanup_job,
         verify_backups_job,
         retention_job,
+        data_table_backup_job,
     ]
     return Definitions(
-        assets=[backup_catalog],
+        assets=[backup_catalog, data_table_backup],
         asset_checks=[snapshots_verified],
         jobs=jobs,
-        sensors=[deletion_marker_sensor, restore_request_sensor],
+        sensors=[deletion_marker_sensor, restore_request_sensor, data_table_partitions_sensor],
         schedules=[
             test_session_cleanup,
             verify_backups_schedule,
             retention_schedule,
+            data_table_backup_schedule,
             *load_declared_schedules(schedules_file(), {j.name for j in jobs}),
         ],
         resources=build_resources(),

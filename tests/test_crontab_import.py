@@ -70,7 +70,7 @@ def test_import_writes_the_mapped_rows_and_reports_the_rest(legacy, capsys, tmp_
 
     # reported, not written: unknown targets and the invalid cron string
     problems = {
-        "verify_backups_nightly": "unknown target 'verifyBackups'",
+        "verify_backups_nightly": "target 'verifyBackups': params sample have no mapping",
         "send_weekly_report": "unknown target 'sendWeeklyReport'",
         "clear_test_sessions_broken": "invalid cron string '61 * * * *'",
     }
