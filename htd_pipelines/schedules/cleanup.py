@@ -1,30 +1,23 @@
-"""The test_session_cleanup schedule."""
+"""The test_session_cleanup schedule (replaces the legacy crontab's clearTestSessions)."""
 
 import os
 
-from dagster import RunRequest, ScheduleEvaluationContext, schedule
-
-from htd_pipelines.schedules.guards import running_skip
-
-CRON = os.environ.get("HTD_CLEANUP_CRON", "0 3 * * *")
-TIMEZONE = os.environ.get("HTD_CLEANUP_TIMEZONE", "Asia/Shanghai")
+from htd_pipelines.schedules.guards import guarded_schedule
 
 
-@schedule(
+def _run_config() -> dict:
+    days = float(os.environ.get("HTD_TEST_SESSION_MAX_AGE_DAYS", "7"))
+    return {"ops": {"clean_test_sessions": {"config": {"older_than_days": days}}}}
+
+
+test_session_cleanup = guarded_schedule(
+    name="test_session_cleanup",
     job_name="test_session_cleanup_job",
-    cron_schedule=CRON,
-    execution_timezone=TIMEZONE,
+    cron_env="HTD_CLEANUP_CRON",
+    default_cron="0 3 * * *",
+    timezone_env="HTD_CLEANUP_TIMEZONE",
     description="Daily removal of test sessions older than HTD_TEST_SESSION_MAX_AGE_DAYS "
     "(default 7), backed up first, in bounded batches; skipped while the job still runs. "
     "Replaces the legacy crontab row clearTestSessions.",
+    run_config=_run_config,
 )
-def test_session_cleanup(context: ScheduleEvaluationContext):
-    skip = running_skip(context, "test_session_cleanup_job")
-    if skip:
-        return skip
-    days = float(os.environ.get("HTD_TEST_SESSION_MAX_AGE_DAYS", "7"))
-    return RunRequest(
-        run_key=None,
-        run_config={"ops": {"clean_test_sessions": {"config": {"older_than_days": days}}}},
-        tags={"htd/schedule": "test_session_cleanup"},
-    )

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from dagster import DagsterRunStatus, RunsFilter, ScheduleEvaluationContext, SkipReason
+import os
+from collections.abc import Callable
+
+from dagster import (
+    DagsterRunStatus,
+    RunRequest,
+    RunsFilter,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    SkipReason,
+    schedule,
+)
 
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
@@ -23,3 +34,34 @@ def running_skip(context: ScheduleEvaluationContext, job_name: str) -> SkipReaso
             f"{job_name} is still running (run {run.run_id}, {run.status.value}); tick skipped"
         )
     return None
+
+
+def guarded_schedule(
+    *,
+    name: str,
+    job_name: str,
+    cron_env: str,
+    default_cron: str,
+    timezone_env: str,
+    description: str,
+    run_config: Callable[[], dict] | None = None,
+) -> ScheduleDefinition:
+    """A schedule with an explicit cron and timezone (overridable by environment variables)
+    that skips a tick, with the reason, while a run of the same job is in flight."""
+
+    @schedule(
+        name=name,
+        job_name=job_name,
+        cron_schedule=os.environ.get(cron_env, default_cron),
+        execution_timezone=os.environ.get(timezone_env, "Asia/Shanghai"),
+        description=description,
+    )
+    def evaluate(context: ScheduleEvaluationContext):  # noqa: ANN202
+        skip = running_skip(context, job_name)
+        if skip:
+            return skip
+        return RunRequest(
+            run_config=run_config() if run_config else {}, tags={"htd/schedule": name}
+        )
+
+    return evaluate

@@ -1,24 +1,13 @@
 """The retention schedule."""
 
-import os
+from htd_pipelines.schedules.guards import guarded_schedule
 
-from dagster import RunRequest, ScheduleEvaluationContext, schedule
-
-from htd_pipelines.schedules.guards import running_skip
-
-CRON = os.environ.get("HTD_RETENTION_CRON", "30 4 * * 0")
-TIMEZONE = os.environ.get("HTD_RETENTION_TIMEZONE", "Asia/Shanghai")
-
-
-@schedule(
+retention_schedule = guarded_schedule(
+    name="retention_schedule",
     job_name="retention_job",
-    cron_schedule=CRON,
-    execution_timezone=TIMEZONE,
+    cron_env="HTD_RETENTION_CRON",
+    default_cron="30 4 * * 0",
+    timezone_env="HTD_RETENTION_TIMEZONE",
     description="Weekly pruning of backup versions outside each type's retention policy; "
     "skipped while the job still runs.",
 )
-def retention_schedule(context: ScheduleEvaluationContext):
-    skip = running_skip(context, "retention_job")
-    if skip:
-        return skip
-    return RunRequest(tags={"htd/schedule": "retention_schedule"})
