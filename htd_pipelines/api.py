@@ -8,9 +8,9 @@ NULLs stay what they were).
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from htd_pipelines import catalog, settings
-from htd_pipelines.backup import verify_files
 from htd_pipelines.catalog import BackupRecord, CatalogError
 from htd_pipelines.db import get_engine
 from htd_pipelines.manifest import Manifest
@@ -56,13 +56,11 @@ def list_backups(
 
 
 def read_tables(manifest: Manifest, store: SnapshotStore) -> dict[str, pd.DataFrame]:
-    verify_files(store, manifest)
-    return {
-        t.table: store.parquet_file(f"{manifest.location}/{t.file}")
-        .read()
-        .to_pandas(types_mapper=pd.ArrowDtype)
+    tables = {  # every file checked (sha256, size; decrypted) before any frame is made
+        t.table: pq.read_table(store.read_checked(f"{manifest.location}/{t.file}", t))
         for t in manifest.tables
     }
+    return {name: t.to_pandas(types_mapper=pd.ArrowDtype) for name, t in tables.items()}
 
 
 def load_backup(
@@ -77,4 +75,10 @@ def load_backup(
     record = find_backup(type, relation_id, version, database_url=database_url)
     manifest = record.manifest
     store = SnapshotStore(snapshot_uri or manifest.snapshot_uri)
+    if manifest.kind != "full":  # an incremental version: the session's state at that version
+        from htd_pipelines.incremental import compose_version
+
+        engine = get_engine(database_url or settings.database_url())
+        state = compose_version(engine, record.type, record.relation_id, record.version, store)
+        return {name: t.to_pandas(types_mapper=pd.ArrowDtype) for name, t in state.items()}
     return read_tables(manifest, store)

@@ -22,7 +22,7 @@ from htd_pipelines.manifest import MANIFEST_FILE, Manifest, TableManifest
 from htd_pipelines.markers import claim_markers, finish_claims
 from htd_pipelines.plan import REL_COLUMN, ResolvedType, TablePlan, resolve_cached
 from htd_pipelines.registry import Registry
-from htd_pipelines.snapshots import SnapshotError, SnapshotStore, WrittenFile
+from htd_pipelines.snapshots import SnapshotStore, WrittenFile
 
 
 class BackupError(RuntimeError):
@@ -307,6 +307,8 @@ def extract_table(
                 for c in tplan.columns
             ],
             files=files,
+            encrypted=written.key_id is not None,
+            key_id=written.key_id,
         )
     return TableExtract(table, out)
 
@@ -343,6 +345,7 @@ def record_backup(
             finished_at=finished,
             compression=f"zstd({store.zstd_level})",
             tables=[by_table[t].per_relation[rid] for t in order],
+            encryption=store.encryption_info(),
         )
         text = manifest.to_json()  # once: the file and the catalog row hold the same text
         store.write_bytes(f"{manifest.location}/{MANIFEST_FILE}", text.encode())
@@ -375,15 +378,10 @@ def record_backup(
 
 
 def verify_files(store: SnapshotStore, manifest: Manifest) -> None:
-    """Every snapshot file of the backup exists and has the manifest's size and sha256."""
+    """Every snapshot file of the backup exists and has the manifest's size and sha256, and an
+    encrypted one authenticates with its key (SnapshotError naming the file and key id)."""
     for t in manifest.tables:
-        path = f"{manifest.location}/{t.file}"
-        digest, size = store.file_digest(path)
-        if digest != t.sha256 or size != t.bytes:
-            raise SnapshotError(
-                f"snapshot file {store.full(path)} of table {t.table} does not match its "
-                f"manifest (sha256 {digest[:12]}… vs {t.sha256[:12]}…, {size} vs {t.bytes} bytes)"
-            )
+        store.check_file(f"{manifest.location}/{t.file}", t)
 
 
 def _captured_keys(store: SnapshotStore, manifests: list[Manifest], table: TablePlan) -> pa.Table:

@@ -363,9 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = rel.add_parser("check", help="validate against the live schema; print the plan")
     c.set_defaults(func=cmd_relations_check)
 
-    from htd_pipelines.cli_schedules import register as register_schedule_commands
+    from htd_pipelines import cli_keys, cli_schedules, cli_versions
 
-    register_schedule_commands(sub)
+    for module in (cli_schedules, cli_versions, cli_keys):  # each adds its own subcommands
+        module.register(sub)
     return p
 
 

@@ -11,6 +11,7 @@ import os
 from dagster import Definitions, EnvVar
 
 from htd_pipelines import settings
+from htd_pipelines.alerts import WEBHOOK_URL_ENV, AlertSink
 from htd_pipelines.assets.catalog import backup_catalog
 from htd_pipelines.assets.checks import snapshots_verified
 from htd_pipelines.assets.data_tables import (
@@ -21,6 +22,7 @@ from htd_pipelines.assets.data_tables import (
 )
 from htd_pipelines.jobs.backup import build_backup_job
 from htd_pipelines.jobs.cleanup import test_session_cleanup_job
+from htd_pipelines.jobs.incremental import protective_backup_job, restore_version_job
 from htd_pipelines.jobs.restore import restore_job
 from htd_pipelines.jobs.retention import retention_job
 from htd_pipelines.jobs.verify import verify_backups_job
@@ -28,8 +30,10 @@ from htd_pipelines.registry import load_registry
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
 from htd_pipelines.schedules.cleanup import test_session_cleanup
 from htd_pipelines.schedules.declared import load_declared_schedules, schedules_file
+from htd_pipelines.schedules.incremental import protective_backup_schedule
 from htd_pipelines.schedules.retention import retention_schedule
 from htd_pipelines.schedules.verify import verify_backups_schedule
+from htd_pipelines.sensors.alerts import alert_sensors
 from htd_pipelines.sensors.deletion_marker import deletion_marker_sensor
 from htd_pipelines.sensors.restore_request import restore_request_sensor
 
@@ -50,6 +54,9 @@ def build_resources() -> dict:
         "snapshots": SnapshotStorage(
             uri=_env_or_default(settings.SNAPSHOT_URI_ENV, settings.default_snapshot_uri())
         ),
+        "alerts": AlertSink(
+            webhook_url=EnvVar(WEBHOOK_URL_ENV) if os.environ.get(WEBHOOK_URL_ENV) else None
+        ),
     }
 
 
@@ -62,17 +69,25 @@ def build_definitions() -> Definitions:
         verify_backups_job,
         retention_job,
         data_table_backup_job,
+        protective_backup_job,
+        restore_version_job,
     ]
     return Definitions(
         assets=[backup_catalog, data_table_backup],
         asset_checks=[snapshots_verified],
         jobs=jobs,
-        sensors=[deletion_marker_sensor, restore_request_sensor, data_table_partitions_sensor],
+        sensors=[
+            deletion_marker_sensor,
+            restore_request_sensor,
+            data_table_partitions_sensor,
+            *alert_sensors(jobs),
+        ],
         schedules=[
             test_session_cleanup,
             verify_backups_schedule,
             retention_schedule,
             data_table_backup_schedule,
+            protective_backup_schedule,
             *load_declared_schedules(schedules_file(), {j.name for j in jobs}),
         ],
         resources=build_resources(),

@@ -3,7 +3,6 @@ first, read the rows back and compare them with the snapshot. All of it, or noth
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -85,14 +84,7 @@ def load_snapshot(store: SnapshotStore, manifest: Manifest) -> dict[str, pa.Tabl
     tables: dict[str, pa.Table] = {}
     for t in manifest.tables:
         path = f"{manifest.location}/{t.file}"
-        data = store.read_bytes(path)
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != t.sha256 or len(data) != t.bytes:
-            raise SnapshotError(
-                f"snapshot file {store.full(path)} of table {t.table} does not match its "
-                f"manifest (sha256 {digest[:12]}… vs {t.sha256[:12]}…, "
-                f"{len(data)} vs {t.bytes} bytes)"
-            )
+        data = store.read_checked(path, t)  # sha256 + size of the stored bytes; decrypted
         try:
             table = pq.read_table(pa.BufferReader(data))
         except (pa.ArrowException, OSError) as exc:
@@ -216,6 +208,14 @@ def _claim(conn: Connection, record: BackupRecord, uid: str | None, run_id: str 
         )
 
 
+def _not_full(record: BackupRecord) -> str:
+    return (
+        f"backup {record.id} is an incremental version of a live session ({record.type} "
+        f"{record.relation_id} v{record.version}): restore it with `htd-pipelines versions "
+        f"restore --type {record.type} {record.relation_id} --version {record.version}`"
+    )
+
+
 def _refuse_if_restored(record: BackupRecord) -> None:
     if record.is_reback:
         raise RestoreRefused(
@@ -280,6 +280,8 @@ def prepare(
     with catalog_engine.connect() as conn:
         record = catalog.get_backup(conn, backup_id)
     manifest = record.manifest
+    if manifest.kind != "full":
+        raise RestoreRefused(_not_full(record))
     store = store or SnapshotStore(manifest.snapshot_uri)
     tables = load_snapshot(store, manifest)
     rtype = resolve_type(target_engine, registry.get(manifest.type), registry.path)
@@ -318,6 +320,9 @@ def preview_restore(
     if record.is_reback and same:
         preview.problems.append(f"already restored at {record.restored_at} by {record.restored_by}")
     manifest = record.manifest
+    if manifest.kind != "full":
+        preview.problems.append(_not_full(record))
+        return preview
     store = store or SnapshotStore(manifest.snapshot_uri)
     try:
         tables = load_snapshot(store, manifest)

@@ -76,7 +76,37 @@ def plan_prune(
                 decide(False, "never restored (set allow_unrestored to prune it)")
             else:
                 decide(True, "outside the retention policy")
-    return decisions
+    return _keep_bases(decisions, records)
+
+
+def _keep_bases(decisions: list[PruneDecision], records: list) -> list[PruneDecision]:
+    """A kept incremental version needs its chain: keep every version it is built on."""
+    by_key = {(r.type, r.relation_id, r.version): r for r in records}
+    keep_for: dict[int, int] = {}
+    for d in decisions:
+        if d.prune:
+            continue
+        record = by_key[(d.type, d.relation_id, d.version)]
+        manifest = record.manifest
+        while manifest.kind != "full" and manifest.base_version is not None:
+            base = by_key.get((d.type, d.relation_id, manifest.base_version))
+            if base is None:
+                break
+            keep_for.setdefault(base.id, d.version)
+            manifest = base.manifest
+    return [
+        PruneDecision(
+            d.backup_id,
+            d.type,
+            d.relation_id,
+            d.version,
+            False,
+            f"the base of kept version {keep_for[d.backup_id]}",
+        )
+        if d.prune and d.backup_id in keep_for
+        else d
+        for d in decisions
+    ]
 
 
 def prune(

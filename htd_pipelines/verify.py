@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from htd_pipelines import catalog
 from htd_pipelines.catalog import BackupRecord, verification
 from htd_pipelines.registry import Registry
-from htd_pipelines.restore import load_snapshot, restore_backup
+from htd_pipelines.restore import restore_backup
 from htd_pipelines.snapshots import SnapshotStore
 
 
@@ -47,9 +47,12 @@ def last_verifications(engine: Engine, backup_ids: list[int]) -> dict[int, dict]
 
 
 def check_backup_files(record: BackupRecord, store: SnapshotStore | None = None) -> None:
-    """Raises SnapshotError naming the file and table at fault."""
+    """Raises SnapshotError naming the file and table at fault (an incremental version's
+    deleted-key files included)."""
+    from htd_pipelines.incremental import check_files
+
     manifest = record.manifest
-    load_snapshot(store or SnapshotStore(manifest.snapshot_uri), manifest)
+    check_files(store or SnapshotStore(manifest.snapshot_uri), manifest)
 
 
 def verify_backups(
@@ -90,7 +93,12 @@ def verify_backups(
         message = None
         try:
             check_backup_files(record, store)
-            if full_restore_engine is not None:
+            if full_restore_engine is not None and record.manifest.kind != "full":
+                # an incremental cannot be inserted alone: prove its whole chain composes
+                from htd_pipelines.incremental import compose_version
+
+                compose_version(engine, record.type, record.relation_id, record.version, store)
+            elif full_restore_engine is not None:
                 restore_backup(
                     engine,
                     registry,

@@ -76,12 +76,16 @@ def test_a_flipped_bit_is_detected(env) -> None:
     failed = [r for r in verifications(env) if r["status"] == "failed"]
     assert [r["backup_id"] for r in failed] == [victim.id]
     with env.engine.connect() as conn:
-        log = conn.execute(
-            sa.select(catalog.operation_log).where(
-                catalog.operation_log.c.action == "verify",
-                catalog.operation_log.c.status == "failed",
+        log = (
+            conn.execute(
+                sa.select(catalog.operation_log).where(
+                    catalog.operation_log.c.action == "verify",
+                    catalog.operation_log.c.status == "failed",
+                )
             )
-        ).mappings().all()
+            .mappings()
+            .all()
+        )
     assert len(log) == 1 and "task_log" in log[0]["message"]
     # a failed backup is not skipped next time: it is re-read until it is fixed
     _, again, meta = run_verify(env)

@@ -30,10 +30,19 @@ class RelationRegistry(ConfigurableResource):
 
 
 class SnapshotStorage(ConfigurableResource):
-    """Where snapshots go (HTD_SNAPSHOT_URI): a local folder or an object-store URI."""
+    """Where snapshots go (HTD_SNAPSHOT_URI): a local folder or an object-store URI.
+
+    Encryption is configured in the environment only, read when a run builds the store:
+    HTD_ENCRYPTION_KEYS (``keyid:base64key,...``) and HTD_ENCRYPTION_KEY_ID (the key id new
+    files are encrypted with; unset: no encryption). Keys never go in run config.
+    """
 
     uri: str = Field(description="Root folder or URI of the snapshot store")
-    zstd_level: int = Field(default=1, description="zstd compression level of Parquet files")
+    zstd_level: int | None = Field(
+        default=None,
+        description="zstd compression level of Parquet files (1-22); unset: HTD_ZSTD_LEVEL "
+        "at run time, else 1",
+    )
 
     def store(self) -> SnapshotStore:
         return SnapshotStore(self.uri, zstd_level=self.zstd_level)
