@@ -60,6 +60,38 @@ def current_rss_mb() -> float:
         return float("nan")
 
 
+def hwm_rss_mb() -> float | None:
+    """This process's own peak RSS in MiB: VmHWM of /proc/self/status (None off Linux).
+
+    Prefer it to `peak_rss_mb()` in a child process: Linux carries ru_maxrss across fork and
+    execve, so a child's ru_maxrss is at least its parent's RSS at the moment it was spawned
+    (a parent holding 500 MB makes every child report >= 500 MB). VmHWM belongs to the address
+    space the child got at execve, so it counts only the child's own memory.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_hwm_rss() -> bool:
+    """Reset VmHWM to the current RSS (``echo 5 > /proc/self/clear_refs``); False if impossible.
+
+    After this, `hwm_rss_mb()` is the peak of what runs next: one measured run, not the
+    process's whole life.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def host_cpu_busy_s() -> float | None:
     """Busy CPU seconds of the whole host so far (/proc/stat, all cores; None off Linux).
 
@@ -73,6 +105,28 @@ def host_cpu_busy_s() -> float | None:
         return None
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_quiet(
+    max_busy_cores: float = 0.25, window_s: float = 1.0, timeout_s: float = 60.0
+) -> dict:
+    """Wait until the host's busy cores over `window_s` drop to `max_busy_cores` (or timeout).
+
+    On a shared machine (another test suite, another benchmark) timings are only comparable
+    when nothing else runs. Returns {"waited_s", "busy_cores" (of the last window), "quiet"}.
+    Off Linux it returns at once with quiet None.
+    """
+    t0 = time.perf_counter()
+    busy = None
+    while True:
+        b0 = host_cpu_busy_s()
+        if b0 is None:
+            return {"waited_s": 0.0, "busy_cores": None, "quiet": None}
+        time.sleep(window_s)
+        busy = (host_cpu_busy_s() - b0) / window_s
+        waited = time.perf_counter() - t0
+        if busy <= max_busy_cores or waited >= timeout_s:
+            return {"waited_s": waited, "busy_cores": busy, "quiet": busy <= max_busy_cores}
 
 
 def self_cpu_s() -> float:
@@ -150,6 +204,127 @@ def data_columns_sql(engine: Engine, tplan: TablePlan, ids: Sequence) -> str:
     prep = engine.dialect.identifier_preparer
     cols = ", ".join(f"q.{prep.quote(c.name)}" for c in tplan.columns)
     return f"SELECT {cols} FROM ({extraction_sql(engine, tplan, ids)}) AS q"
+
+
+# ---------------------------------------------------------------------------- any dialect
+# (added for bench_restore.py: PostgreSQL and MariaDB)
+
+
+@contextmanager
+def scratch_database(dialect: str) -> Iterator[str]:
+    """A new, empty database on `dialect` ("postgresql" | "mariadb"); always dropped afterwards."""
+    from dbs import drop_database, new_database
+
+    url = new_database(dialect, None)
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+def dialect_of(url: str) -> str:
+    """The dialect of a scratch database URL: "postgresql" or "mariadb" (tests/dbs.py)."""
+    from dbs import dialect_of as _dialect_of
+
+    return _dialect_of(url)
+
+
+def seed_session_any(url: str, rows: int, *, seed: int = 0) -> SeededSession:
+    """`seed_session` on PostgreSQL; on MariaDB the same seeding, then ``ANALYZE TABLE``."""
+    if dialect_of(url) == "postgresql":
+        return seed_session(url, rows, seed=seed)
+    from htd_pipelines.demo.schema import SESSION_TABLES, create_demo_schema
+    from htd_pipelines.demo.seed import large_session_counts, seed_large_session
+
+    engine = get_engine(url)
+    t0 = time.perf_counter()
+    create_demo_schema(engine)
+    sid = seed_large_session(engine, rows, seed=seed)
+    names = ", ".join(f"`{t}`" for t in ("process_session", *SESSION_TABLES))
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"ANALYZE TABLE {names}").all()
+    return SeededSession(url, sid, large_session_counts(rows), time.perf_counter() - t0)
+
+
+def pymysql_connect(url: str, **kwargs):  # noqa: ANN201
+    """A raw PyMySQL connection to a SQLAlchemy-style mysql URL (utf8mb4, UTC session)."""
+    import pymysql
+
+    u = make_url(url)
+    kwargs.setdefault("charset", "utf8mb4")
+    kwargs.setdefault("init_command", "SET time_zone = '+00:00'")
+    return pymysql.connect(
+        host=u.host or "127.0.0.1",
+        port=u.port or 3306,
+        user=u.username or "root",
+        password=u.password or "",
+        database=u.database,
+        **kwargs,
+    )
+
+
+def owned_rows_sql(engine: Engine, tplan: TablePlan, ids: Sequence) -> str:
+    """``SELECT <the table's own columns, uncast> FROM <table> WHERE <owned by ids>``.
+
+    The rows the backup's delete removes (`where_owned`), as the table stores them: the input
+    of a reference bulk export (COPY ... TO STDOUT (FORMAT binary), a LOAD DATA file).
+    """
+    stmt = sa.select(*[tplan.table.c[c.name] for c in tplan.columns]).where(tplan.where_owned())
+    stmt = stmt.params(ids=list(ids))
+    return str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a local process has used so far (/proc; None if unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pg_backends_cpu_s(url: str) -> dict[int, float]:
+    """CPU seconds so far of every server process connected to `url`'s database (pid -> s).
+
+    Only meaningful when the server runs on this host (its /proc is ours). Taken before and
+    after a run, the difference is what the database server spent on it: unlike wall time it
+    barely moves when other processes compete for the cores. The querying backend is left out.
+    """
+    with psycopg_connect(url, autocommit=True) as conn:
+        pids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ]
+    out = {}
+    for pid in pids:
+        cpu = proc_cpu_s(pid)
+        if cpu is not None:
+            out[pid] = cpu
+    return out
+
+
+def cpu_delta_s(before: dict[int, float], after: dict[int, float]) -> float:
+    """Server CPU spent between two `pg_backends_cpu_s` snapshots (new backends count whole)."""
+    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
+
+
+def pg_settle(url: str, tables: Sequence[str]) -> float:
+    """VACUUM the tables, then CHECKPOINT (untimed set-up between timed runs); returns seconds.
+
+    After a delete or a rolled-back load the tables hold dead tuples: without this, autovacuum
+    may start in the middle of the next timed run, and a checkpoint triggered by the previous
+    run's WAL may land in it. Every timed run (reference and restore) starts from this state.
+    """
+    t0 = time.perf_counter()
+    with psycopg_connect(url, autocommit=True) as conn:
+        for name in tables:
+            conn.execute(f"VACUUM {name}")
+        conn.execute("CHECKPOINT")
+    return time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------------------- COPY reference
@@ -433,8 +608,19 @@ __all__ = [
     "SeededSession",
     "copy_pass",
     "copy_reference",
+    "cpu_delta_s",
+    "pg_backends_cpu_s",
+    "proc_cpu_s",
+    "dialect_of",
+    "owned_rows_sql",
+    "pg_settle",
+    "pymysql_connect",
+    "scratch_database",
+    "seed_session_any",
     "current_rss_mb",
     "host_cpu_busy_s",
+    "hwm_rss_mb",
+    "reset_hwm_rss",
     "self_cpu_s",
     "data_columns_sql",
     "extraction_sql",
@@ -451,5 +637,6 @@ __all__ = [
     "step_durations",
     "step_windows",
     "temp_workdir",
+    "wait_for_quiet",
     "write_json",
 ]
