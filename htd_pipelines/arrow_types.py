@@ -67,13 +67,14 @@ def arrow_for(t: sa.types.TypeEngine, dialect_name: str) -> tuple[pa.DataType, s
         return pa.timestamp("us", tz="UTC" if t.timezone else None), "native"
     if isinstance(t, sa.Date):
         return pa.date32(), "native"
-    if isinstance(t, sa.Time) and dialect_name != "mysql":
+    if isinstance(t, sa.Time) and dialect_name != "mysql" and not t.timezone:
         return pa.time64("us"), "native"
     if isinstance(t, sa.LargeBinary | sa.types._Binary):
         return pa.binary(), "native"
     if isinstance(t, sa.String | sa.Enum):
         return pa.string(), "native"
-    # Anything else (UUID, INTERVAL, arrays, geometry, MySQL TIME...): carried as its text form.
+    # Anything else (UUID, INTERVAL, arrays, geometry, TIME WITH TIME ZONE, MySQL TIME...):
+    # carried as its text form.
     return pa.string(), "text"
 
 

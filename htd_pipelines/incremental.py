@@ -976,13 +976,13 @@ def restore_version(
             uid=uid,
             run_id=run_id,
         )
-    try:
-        before = compose_version(engine, type_name, rid, protective.version, store)
-    except ChainError as exc:
-        raise RestoreRefused(
-            f"{what}: the backup of the current state (version {protective.version}) does not "
-            f"read back ({exc}); nothing was written"
-        ) from exc
+        try:
+            before = compose_version(engine, type_name, rid, protective.version, store)
+        except ChainError as exc2:
+            raise RestoreRefused(
+                f"{what}: the backup of the current state (version {protective.version}) does "
+                f"not read back ({exc2}); nothing was written"
+            ) from exc2
     before = {t.name: conform(before[t.name], t.arrow_schema()) for t in rtype.tables}
     keys = {t.name: list(t.primary_key) for t in rtype.tables}
     if all(not _same(target[n], before[n], keys[n]) for n in keys):

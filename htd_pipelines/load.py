@@ -2,17 +2,22 @@
 
 `insert_rows` puts an Arrow table into a database table on the caller's connection (so the
 caller's transaction covers it); `read_rows` reads a session's rows back in that same
-transaction, in snapshot schema. PostgreSQL uses `COPY ... FROM STDIN (FORMAT csv)` fed by
-Arrow's C++ CSV writer, and `COPY (SELECT ...) TO STDOUT` parsed by Arrow's CSV reader; other
-dialects (and PostgreSQL with HTD_FAST_PATH=0) use batched executemany INSERTs and a
-server-side cursor.
+transaction, in snapshot schema. PostgreSQL uses `COPY ... FROM STDIN (FORMAT binary)` encoded
+by pgpq (Rust, Arrow to PostgreSQL's binary wire format) when every column of the table has a
+type whose binary form pgpq writes exactly (`binary_copy_types`); otherwise
+`COPY ... FROM STDIN (FORMAT csv)` fed by Arrow's C++ CSV writer. It reads back with
+`COPY (SELECT ...) TO STDOUT` parsed by Arrow's CSV reader. Other dialects (and PostgreSQL
+with HTD_FAST_PATH=0) use batched executemany INSERTs and a server-side cursor.
 """
 
 from __future__ import annotations
 
+import binascii
 import io
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -48,7 +53,90 @@ def _csv_ready(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=table.column_names)
 
 
+# PostgreSQL base types whose binary receive function reads exactly what pgpq writes for the
+# snapshot's Arrow type (arrow_types.arrow_for); a table with any other column (uuid, interval,
+# arrays, enums, domains, unbounded numeric carried as text, ...) is loaded as csv.
+_BINARY_ARROW: dict[str, object] = {
+    "int2": pa.int16(),
+    "int4": pa.int32(),
+    "int8": pa.int64(),
+    "float8": pa.float64(),
+    "bool": pa.bool_(),
+    "text": pa.string(),
+    "varchar": pa.string(),
+    "bpchar": pa.string(),
+    "json": pa.string(),
+    "jsonb": pa.string(),
+    "bytea": pa.binary(),
+    "date": pa.date32(),
+    "time": pa.time64("us"),
+    "timestamp": pa.timestamp("us"),
+    "timestamptz": pa.types.is_timestamp,
+    "numeric": pa.types.is_decimal128,
+}
+
+
+def _column_types(conn: Connection, tplan: TablePlan) -> dict[str, tuple[str, str]]:
+    """column -> (type name, typtype) as PostgreSQL itself has them (domains stay domains)."""
+    name, _ = _quote(conn, tplan)
+    rows = conn.execute(
+        sa.text(
+            "SELECT a.attname, t.typname, t.typtype FROM pg_attribute a "
+            "JOIN pg_type t ON t.oid = a.atttypid "
+            "WHERE a.attrelid = CAST(:t AS regclass) AND a.attnum > 0 AND NOT a.attisdropped"
+        ),
+        {"t": name},
+    )
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def binary_copy_types(conn: Connection, tplan: TablePlan, schema: pa.Schema) -> bool:
+    """Whether every column can go through COPY (FORMAT binary) with pgpq's encoding."""
+    types = _column_types(conn, tplan)
+    for field in schema:
+        typname, typtype = types.get(field.name, ("", ""))
+        expected = _BINARY_ARROW.get(typname) if typtype == "b" else None
+        if expected is None:
+            return False
+        ok = expected(field.type) if callable(expected) else field.type == expected
+        if not ok:
+            return False
+    return True
+
+
+def _binary_encoder(conn: Connection, tplan: TablePlan, schema: pa.Schema):  # noqa: ANN202
+    import pgpq
+    import pgpq.encoders
+    import pgpq.schema
+
+    types = _column_types(conn, tplan)
+    encoders = {}
+    for field in schema:
+        if types[field.name][0] == "jsonb":
+            encoders[field.name] = pgpq.encoders.StringEncoderBuilder.new_with_output(
+                field, pgpq.schema.Jsonb()
+            )
+        else:
+            encoders[field.name] = pgpq.ArrowToPostgresBinaryEncoder.infer_encoder(field)
+    return pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(schema, encoders)
+
+
+def _copy_in_binary(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
+    name, cols = _quote(conn, tplan)
+    encoder = _binary_encoder(conn, tplan, table.schema)
+    raw = conn.connection.driver_connection
+    sql = f"COPY {name} ({cols}) FROM STDIN (FORMAT binary)"
+    with raw.cursor() as cur, cur.copy(sql) as copy:
+        copy.write(encoder.write_header())
+        for batch in table.to_batches(max_chunksize=COPY_CHUNK_ROWS):
+            copy.write(encoder.write_batch(batch))
+        copy.write(encoder.finish())
+
+
 def _copy_in(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
+    if binary_copy_types(conn, tplan, table.schema):
+        _copy_in_binary(conn, tplan, table)
+        return
     name, cols = _quote(conn, tplan)
     raw = conn.connection.driver_connection
     options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
@@ -109,38 +197,77 @@ def _advance_sequences(conn: Connection, tplan: TablePlan) -> None:
             )
 
 
+READ_BLOCK_BYTES = 8 << 20
+
+
+def _unhex(col: pa.ChunkedArray) -> pa.Array:
+    """bytea text (\\x + hex) to binary, vectorized: one unhexlify over the whole column."""
+    arr = pc.utf8_slice_codeunits(col.combine_chunks(), 2)  # drop the \x prefix
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + n + 1]
+    data = arr.buffers()[2]
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    raw = binascii.unhexlify(memoryview(data)[lo:hi]) if data is not None and hi > lo else b""
+    new_offsets = ((offsets - lo) // 2).astype(np.int32)
+    buffers = [None, pa.py_buffer(new_offsets), pa.py_buffer(raw)]
+    out = pa.Array.from_buffers(pa.binary(), n, buffers)
+    if arr.null_count:
+        out = pc.if_else(arr.is_valid(), out, pa.nulls(n, pa.binary()))
+    return out
+
+
 def _copy_out(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
+    """The rows through COPY ... TO STDOUT (FORMAT csv), parsed by Arrow block by block in a
+    second thread while the next rows arrive. PostgreSQL sends one row per CopyData message, so
+    a block of whole messages is a block of whole rows. No ORDER BY: rows come back in the
+    order they were inserted as a rule, and then the compare needs no sort (align_by_key)."""
     schema = output_schema(tplan, rel_arrow_type(tplan))
     stmt = tplan.select_rows().params(ids=ids)
     sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
-    raw = conn.connection.driver_connection
-    buf = io.BytesIO()
-    with raw.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
-        for chunk in copy:
-            buf.write(chunk)
     binary = {f.name for f in schema if pa.types.is_binary(f.type)}
     read_types = {f.name: (pa.string() if f.name in binary else f.type) for f in schema}
-    if buf.tell() == 0:
-        return schema.empty_table()
-    buf.seek(0)
-    table = pacsv.read_csv(
-        buf,
-        read_options=pacsv.ReadOptions(column_names=schema.names, block_size=16 << 20),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            column_types=read_types,
-            true_values=["t"],
-            false_values=["f"],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-        ),
+    read_options = pacsv.ReadOptions(column_names=schema.names, block_size=16 << 20)
+    parse_options = pacsv.ParseOptions(newlines_in_values=True)
+    convert_options = pacsv.ConvertOptions(
+        column_types=read_types,
+        true_values=["t"],
+        false_values=["f"],
+        null_values=[""],  # PostgreSQL's csv NULL: an unquoted empty field, nothing else
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
     )
+
+    def parse(block: bytes) -> pa.Table:
+        return pacsv.read_csv(
+            pa.BufferReader(block),
+            read_options=read_options,
+            parse_options=parse_options,
+            convert_options=convert_options,
+        )
+
+    raw = conn.connection.driver_connection
+    parts = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: list[bytes] = []
+        size = 0
+        with raw.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
+            for chunk in copy:
+                pending.append(bytes(chunk))
+                size += len(chunk)
+                if size >= READ_BLOCK_BYTES:
+                    parts.append(pool.submit(parse, b"".join(pending)))
+                    pending, size = [], 0
+        if pending:
+            parts.append(pool.submit(parse, b"".join(pending)))
+        tables = [p.result() for p in parts]
+    if not tables:
+        return schema.empty_table()
+    table = pa.concat_tables(tables)
     arrays = []
     for field in schema:
         col = table.column(field.name)
         if field.name in binary:
-            values = [None if v is None else bytes.fromhex(v[2:]) for v in col.to_pylist()]
-            col = pa.chunked_array([pa.array(values, pa.binary())])
+            col = pa.chunked_array([_unhex(col)])
         arrays.append(col.cast(field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -158,6 +285,20 @@ def read_rows(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
 
 def sort_by_key(table: pa.Table, key: list[str]) -> pa.Table:
     return table.sort_by([(c, "ascending") for c in key]) if table.num_rows else table
+
+
+def _same_keys(a: pa.Table, b: pa.Table, key: list[str]) -> bool:
+    return a.num_rows == b.num_rows and all(a.column(c).equals(b.column(c)) for c in key)
+
+
+def align_by_key(expected: pa.Table, actual: pa.Table, key: list[str]) -> tuple[pa.Table, pa.Table]:
+    """Both tables with their rows in the same key order, sorting only what is out of order."""
+    if _same_keys(expected, actual, key):
+        return expected, actual
+    expected = sort_by_key(expected, key)
+    if _same_keys(expected, actual, key):
+        return expected, actual
+    return expected, sort_by_key(actual, key)
 
 
 def differences(

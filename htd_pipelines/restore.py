@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from htd_pipelines import catalog
 from htd_pipelines.backup import coerce_ids
 from htd_pipelines.catalog import BackupRecord, back_up
-from htd_pipelines.load import differences, insert_rows, read_rows, sort_by_key
+from htd_pipelines.load import align_by_key, differences, insert_rows, read_rows
 from htd_pipelines.manifest import Manifest
 from htd_pipelines.plan import ResolvedType, TablePlan, resolve_type
 from htd_pipelines.registry import Registry
@@ -78,30 +78,51 @@ def _fault_point(name: str) -> None:
         time.sleep(float(os.environ.get("HTD_FAULT_SLEEP", "60")))
 
 
+def _open_checked(store: SnapshotStore, manifest: Manifest, name: str) -> pq.ParquetFile:
+    """One table's file, its bytes checked (sha256, decrypted), its footer against the manifest
+    (row count, columns). Any mismatch raises SnapshotError naming the file and table."""
+    t = manifest.table(name)
+    path = f"{manifest.location}/{t.file}"
+    data = store.read_checked(path, t)  # sha256 + size of the stored bytes; decrypted
+    try:
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+    except (pa.ArrowException, OSError) as exc:
+        raise SnapshotError(f"snapshot file {store.full(path)} is not readable: {exc}") from exc
+    rows = parquet.metadata.num_rows
+    if rows != t.rows:
+        raise SnapshotError(
+            f"snapshot file {store.full(path)} of table {t.table} has {rows} rows, "
+            f"the manifest says {t.rows}"
+        )
+    names = [c["name"] for c in t.columns]
+    if parquet.schema_arrow.names != names:
+        raise SnapshotError(
+            f"snapshot file {store.full(path)} of table {t.table} has columns "
+            f"{parquet.schema_arrow.names}, the manifest says {names}"
+        )
+    return parquet
+
+
+def read_snapshot_table(store: SnapshotStore, manifest: Manifest, name: str) -> pa.Table:
+    """One table's rows, from a file checked as `_open_checked` does."""
+    parquet = _open_checked(store, manifest, name)
+    try:
+        return parquet.read()
+    except (pa.ArrowException, OSError) as exc:
+        path = store.full(f"{manifest.location}/{manifest.table(name).file}")
+        raise SnapshotError(f"snapshot file {path} is not readable: {exc}") from exc
+
+
 def load_snapshot(store: SnapshotStore, manifest: Manifest) -> dict[str, pa.Table]:
-    """Read every file once, checking bytes (sha256), row count and columns against the
-    manifest. Any mismatch raises SnapshotError naming the file and table."""
-    tables: dict[str, pa.Table] = {}
+    """Every table of the snapshot, each file read and checked (read_snapshot_table)."""
+    return {t.table: read_snapshot_table(store, manifest, t.table) for t in manifest.tables}
+
+
+def check_snapshot(store: SnapshotStore, manifest: Manifest) -> None:
+    """Check every file of the snapshot (bytes, footer, row count, columns) before anything is
+    written, keeping none of them in memory; the rows are decoded when they are inserted."""
     for t in manifest.tables:
-        path = f"{manifest.location}/{t.file}"
-        data = store.read_checked(path, t)  # sha256 + size of the stored bytes; decrypted
-        try:
-            table = pq.read_table(pa.BufferReader(data))
-        except (pa.ArrowException, OSError) as exc:
-            raise SnapshotError(f"snapshot file {store.full(path)} is not readable: {exc}") from exc
-        if table.num_rows != t.rows:
-            raise SnapshotError(
-                f"snapshot file {store.full(path)} of table {t.table} has {table.num_rows} rows, "
-                f"the manifest says {t.rows}"
-            )
-        names = [c["name"] for c in t.columns]
-        if table.column_names != names:
-            raise SnapshotError(
-                f"snapshot file {store.full(path)} of table {t.table} has columns "
-                f"{table.column_names}, the manifest says {names}"
-            )
-        tables[t.table] = table
-    return tables
+        _open_checked(store, manifest, t.table)
 
 
 def check_schema(manifest: Manifest, rtype: ResolvedType) -> list[str]:
@@ -229,8 +250,7 @@ def _verify_rows(conn: Connection, tplan: TablePlan, expected: pa.Table, ids: li
     """Compare the rows now in the database with the snapshot; put back values that a trigger
     or default changed; return how many cells were corrected. Raises if they still differ."""
     key = list(tplan.primary_key)
-    expected = sort_by_key(expected, key)
-    actual = sort_by_key(read_rows(conn, tplan, ids), key)
+    expected, actual = align_by_key(expected, read_rows(conn, tplan, ids), key)
     diffs = differences(expected, actual, key, limit=10_000)
     if not diffs:
         return 0
@@ -248,7 +268,7 @@ def _verify_rows(conn: Connection, tplan: TablePlan, expected: pa.Table, ids: li
         )
         cond = sa.and_(*[target.c[c] == v for c, v in k.items()])
         conn.execute(target.update().where(cond).values({column: value}))
-    actual = sort_by_key(read_rows(conn, tplan, ids), key)
+    expected, actual = align_by_key(expected, read_rows(conn, tplan, ids), key)
     still = differences(expected, actual, key)
     if still:
         k, column, value, got = still[0]
@@ -264,8 +284,13 @@ class RestoreContext:
     record: BackupRecord
     manifest: Manifest
     rtype: ResolvedType
-    tables: dict[str, pa.Table]
+    store: SnapshotStore
     ids: list
+
+    def table(self, name: str) -> pa.Table:
+        """One table's rows, read (and checked again) when needed: a restore holds one table
+        of the snapshot in memory at a time, not the whole session."""
+        return read_snapshot_table(self.store, self.manifest, name)
 
 
 def prepare(
@@ -283,7 +308,7 @@ def prepare(
     if manifest.kind != "full":
         raise RestoreRefused(_not_full(record))
     store = store or SnapshotStore(manifest.snapshot_uri)
-    tables = load_snapshot(store, manifest)
+    check_snapshot(store, manifest)
     rtype = resolve_type(target_engine, registry.get(manifest.type), registry.path)
     problems = check_schema(manifest, rtype)
     if problems:
@@ -292,7 +317,7 @@ def prepare(
             + "; ".join(problems)
         )
     ids = coerce_ids(rtype, [manifest.relation_id])
-    return RestoreContext(record, manifest, rtype, tables, ids)
+    return RestoreContext(record, manifest, rtype, store, ids)
 
 
 def _label(engine: Engine) -> str:
@@ -375,7 +400,7 @@ def restore_backup(
                 _claim(conn, ctx.record, uid, run_id)
             integrity = (sa.exc.IntegrityError, conn.dialect.dbapi.IntegrityError)
             for tplan in ctx.rtype.tables:  # parents first
-                data = ctx.tables[tplan.name]
+                data = ctx.table(tplan.name)
                 if tplan.rule.primary_key:  # declared key: no constraint guards duplicates
                     hits = find_conflicts(conn, tplan, data)
                     if hits:
@@ -389,9 +414,10 @@ def restore_backup(
                 except integrity as exc:
                     raise _integrity_refusal(conn, ctx, tplan, exc) from exc
                 rows[tplan.name] = data.num_rows
+                del data
                 _fault_point(f"after_insert:{tplan.name}")
             for tplan in ctx.rtype.tables:
-                fixed = _verify_rows(conn, tplan, ctx.tables[tplan.name], ctx.ids)
+                fixed = _verify_rows(conn, tplan, ctx.table(tplan.name), ctx.ids)
                 if fixed:
                     corrected[tplan.name] = fixed
             if rehearsal:
@@ -451,12 +477,11 @@ def _integrity_refusal(
 ) -> RestoreRefused:
     """Turn a failed insert into the list of conflicts / missing parents (the failed insert
     was rolled back to its savepoint; the whole transaction is rolled back after this)."""
+    tables = load_snapshot(ctx.store, ctx.manifest)
     conflicts = {
-        t.name: hits
-        for t in ctx.rtype.tables
-        if (hits := find_conflicts(conn, t, ctx.tables[t.name]))
+        t.name: hits for t in ctx.rtype.tables if (hits := find_conflicts(conn, t, tables[t.name]))
     }
-    missing = find_missing_parents(conn, ctx.rtype, ctx.tables)
+    missing = find_missing_parents(conn, ctx.rtype, tables)
     if conflicts:
         listed = "; ".join(f"{t}: {keys}" for t, keys in conflicts.items())
         return RestoreRefused(
