@@ -357,14 +357,16 @@ class SnapshotStore:
 
     def read_checked(self, path: str, expected: Expected) -> pa.Buffer:
         """The whole file's (decrypted) content, checked (see `plaintext`)."""
-        pieces = list(self.plaintext(path, expected, whole=True))
-        if len(pieces) == 1:
-            return pa.py_buffer(pieces[0])
-        out = bytearray()
-        for piece in pieces:
-            out += piece
-        pieces.clear()
-        return pa.py_buffer(out)
+        first: bytes | None = None
+        out: bytearray | None = None
+        for piece in self.plaintext(path, expected, whole=True):
+            if first is None and out is None:
+                first = piece  # a plain file is one piece: no copy
+            else:
+                if out is None:
+                    out, first = bytearray(first), None
+                out += piece  # decrypted chunks: appended as they come, held once
+        return pa.py_buffer(out if out is not None else (first or b""))
 
     def check_file(self, path: str, expected: Expected) -> None:
         """sha256 and size of the stored bytes, and (when encrypted) that every chunk
