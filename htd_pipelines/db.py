@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
+from htd_pipelines.extract import fast_path_enabled
+
 _ENGINES: dict[str, Engine] = {}
 
 
@@ -38,7 +40,12 @@ def create_engine(url: str | URL) -> Engine:
     if backend == "postgresql":
         kwargs["connect_args"] = {"options": "-c timezone=UTC"}
     elif backend in ("mysql", "mariadb"):
-        kwargs["connect_args"] = {"init_command": "SET time_zone = '+00:00'"}
+        # local_infile: restores write with LOAD DATA LOCAL (load_mysql.py) unless the fast
+        # paths are off (HTD_FAST_PATH=0)
+        kwargs["connect_args"] = {
+            "init_command": "SET time_zone = '+00:00'",
+            "local_infile": fast_path_enabled(),
+        }
     engine = sa.create_engine(u, **kwargs)
     if backend == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)

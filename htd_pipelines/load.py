@@ -24,6 +24,7 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from htd_pipelines import load_mysql
 from htd_pipelines.extract import fast_path_enabled, output_schema, rel_arrow_type, stream_batches
 from htd_pipelines.plan import REL_COLUMN, TablePlan
 
@@ -168,6 +169,8 @@ def insert_rows(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
         return
     if use_copy(conn):
         _copy_in(conn, tplan, table)
+    elif fast_path_enabled() and load_mysql.available(conn):
+        load_mysql.load_data(conn, tplan, table)
     else:
         _executemany(conn, tplan, table)
     if conn.dialect.name == "postgresql":

@@ -1,0 +1,134 @@
+"""MariaDB/MySQL's fast path for writing snapshot rows: LOAD DATA LOCAL INFILE.
+
+The rows of an Arrow table are turned into LOAD DATA's default text format (tab-separated,
+backslash-escaped, ``\\N`` for NULL) with Arrow compute kernels, written to a temporary file
+and loaded on the caller's connection, so the caller's transaction covers them. Binary columns
+travel as hex and are put back with ``UNHEX``. Timestamps travel as UTC wall-clock text (every
+session of ours runs with ``time_zone = '+00:00'``).
+
+LOAD DATA LOCAL treats duplicate keys and foreign-key failures as warnings and skips the row
+(the server cannot stop the client's file half-way), so every load is checked: a row count
+below the table's raises the driver's IntegrityError (the restore then lists the conflicts and
+rolls back), any warning raises LoadDataError naming the table and the server's messages.
+
+Used when the connection was opened with PyMySQL's ``local_infile`` (db.create_engine does)
+and the server allows it (``@@local_infile``); otherwise load.py inserts with executemany.
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+import tempfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy.engine import Connection
+
+from htd_pipelines.plan import TablePlan
+
+CHUNK_ROWS = 200_000
+_INFO_KEY = "htd_local_infile"
+
+
+class LoadDataError(RuntimeError):
+    """LOAD DATA reported warnings: a value would not have been stored as it is."""
+
+
+def available(conn: Connection) -> bool:
+    """Whether this MariaDB/MySQL connection can LOAD DATA LOCAL (client flag and server)."""
+    if conn.dialect.name not in ("mysql", "mariadb"):
+        return False
+    dbapi_conn = conn.connection.dbapi_connection
+    info = conn.connection.info
+    if _INFO_KEY not in info:
+        from pymysql.constants import CLIENT
+
+        allowed = bool(getattr(dbapi_conn, "client_flag", 0) & CLIENT.LOCAL_FILES)
+        if allowed:
+            allowed = bool(conn.exec_driver_sql("SELECT @@local_infile").scalar())
+        info[_INFO_KEY] = allowed
+    return info[_INFO_KEY]
+
+
+def _hex(arr: pa.Array) -> pa.Array:
+    """binary -> its hex text, in one pass over the whole buffer."""
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + n + 1]
+    data = arr.buffers()[2]
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    text = binascii.hexlify(memoryview(data)[lo:hi]) if data is not None and hi > lo else b""
+    new_offsets = ((offsets - lo) * 2).astype(np.int32)
+    out = pa.Array.from_buffers(
+        pa.string(), n, [None, pa.py_buffer(new_offsets), pa.py_buffer(text)]
+    )
+    if arr.null_count:
+        out = pc.if_else(arr.is_valid(), out, pa.nulls(n, pa.string()))
+    return out
+
+
+def _text(col: pa.Array) -> pa.Array:
+    """One column as LOAD DATA field text (NULL still null here)."""
+    t = col.type
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return _hex(col.cast(pa.binary()))
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        col = pc.replace_substring(col, "\\", "\\\\")
+        col = pc.replace_substring(col, "\t", "\\t")
+        col = pc.replace_substring(col, "\n", "\\n")
+        return col.cast(pa.string())
+    if pa.types.is_boolean(t):
+        return col.cast(pa.int8()).cast(pa.string())
+    if pa.types.is_timestamp(t):
+        if t.tz is not None:
+            col = col.cast(pa.timestamp(t.unit))  # the UTC wall clock
+        return col.cast(pa.string())
+    return col.cast(pa.string())  # integers, floats (shortest exact form), decimals, dates
+
+
+def _lines(batch: pa.RecordBatch) -> bytes:
+    fields = [pc.fill_null(_text(col), "\\N") for col in batch.columns]
+    rows = pc.binary_join_element_wise(*fields, "\t") if len(fields) > 1 else fields[0]
+    rows = pc.binary_join_element_wise(rows, "", "\n")  # "row" + "\n" + ""
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32)
+    offsets = offsets[rows.offset : rows.offset + len(rows) + 1]
+    return bytes(memoryview(rows.buffers()[2])[int(offsets[0]) : int(offsets[-1])])
+
+
+def load_data(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
+    """All rows of `table` (snapshot schema) into the plan's table, inside conn's transaction."""
+    prep = conn.dialect.identifier_preparer
+    targets, sets = [], []
+    for i, field in enumerate(table.schema):
+        name = prep.quote(field.name)
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            targets.append(f"@h{i}")
+            sets.append(f"{name} = UNHEX(@h{i})")
+        else:
+            targets.append(name)
+    sql = (
+        f"LOAD DATA LOCAL INFILE %s INTO TABLE {prep.format_table(tplan.table)} "
+        "CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' "
+        f"LINES TERMINATED BY '\\n' ({', '.join(targets)})"
+        + (f" SET {', '.join(sets)}" if sets else "")
+    )
+    fd, path = tempfile.mkstemp(prefix="htd_load_", suffix=".tsv")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for batch in table.to_batches(max_chunksize=CHUNK_ROWS):
+                f.write(_lines(batch))
+        raw = conn.connection.dbapi_connection
+        with raw.cursor() as cur:
+            loaded = cur.execute(sql, (path,))
+            warnings = raw.show_warnings() if cur.warning_count else ()
+    finally:
+        os.unlink(path)
+    if loaded != table.num_rows:
+        raise conn.dialect.dbapi.IntegrityError(
+            f"LOAD DATA into {tplan.name} stored {loaded} of {table.num_rows} rows "
+            "(duplicate keys or missing parent rows)"
+        )
+    if warnings:
+        shown = "; ".join(str(w[2]) for w in warnings[:5])
+        raise LoadDataError(f"LOAD DATA into {tplan.name}: the server warned: {shown}")
