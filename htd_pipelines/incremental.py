@@ -535,8 +535,10 @@ def _incremental(
     run_id: str,
     change_column: str | None,
     max_chain: int,
+    differential: bool = False,
 ) -> VersionOutcome:
-    """An incremental version of one session on top of its latest version (or unchanged).
+    """An incremental version of one session on top of its latest version, or with
+    `differential` a differential one on top of its full version (or unchanged either way).
     Raises _NeedsFull when only a full version will do."""
     type_name, rid = latest_record.type, latest_record.relation_id
     ids = coerce_ids(rtype, [rid])
@@ -581,6 +583,10 @@ def _incremental(
     )
     if not suspects:
         return unchanged
+    if differential:
+        # everything that changed since the full version, whatever the previous versions hold
+        chain = chain[:1]
+        suspects = [t.name for t in rtype.tables]
     if len(chain) - 1 >= max_chain:
         raise _NeedsFull(
             f"version {latest.version} already has {len(chain) - 1} incremental versions on "
@@ -629,6 +635,7 @@ def _incremental(
         uid=uid,
         run_id=run_id,
         change_column=change_column,
+        delta="differential" if differential else INCREMENTAL,
     )
 
 
@@ -644,6 +651,7 @@ def _record_incremental(
     uid: str | None,
     run_id: str,
     change_column: str | None,
+    delta: str = INCREMENTAL,
 ) -> VersionOutcome:
     full, latest = chain[0].manifest, chain[-1].manifest
     type_name, rid = latest.type, latest.relation_id
@@ -713,6 +721,7 @@ def _record_incremental(
         encryption=encryption,
         base_version=latest.version,
         state_marks=marks,
+        delta=delta,
     )
     text = manifest.to_json()
     store.write_bytes(f"{location}/{MANIFEST_FILE}", text.encode())
@@ -806,6 +815,7 @@ def protective_backup(
     max_sessions: int = DEFAULT_MAX_SESSIONS,
     change_column: str | None = None,
     max_chain: int = DEFAULT_MAX_CHAIN,
+    differential: bool = False,
 ) -> list[VersionOutcome]:
     """A new version of each session (relation_ids; empty: every session of the type that
     changed since its last version, or has none, at most `max_sessions` new versions). The
@@ -848,6 +858,7 @@ def protective_backup(
                 run_id=run_id,
                 change_column=change_column,
                 max_chain=max_chain,
+                differential=differential,
             )
         except _NeedsFull as need:
             fulls.append((rid, need.reason))

@@ -36,10 +36,10 @@ def use_copy(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql" and fast_path_enabled()
 
 
-def _quote(conn: Connection, tplan: TablePlan) -> tuple[str, str]:
+def _quote(conn: Connection, tplan: TablePlan, names: list[str] | None = None) -> tuple[str, str]:
     prep = conn.dialect.identifier_preparer
     table = prep.format_table(tplan.table)
-    cols = ", ".join(prep.quote(c.name) for c in tplan.columns)
+    cols = ", ".join(prep.quote(n) for n in (names or [c.name for c in tplan.columns]))
     return table, cols
 
 
@@ -123,7 +123,7 @@ def _binary_encoder(conn: Connection, tplan: TablePlan, schema: pa.Schema):  # n
 
 
 def _copy_in_binary(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
-    name, cols = _quote(conn, tplan)
+    name, cols = _quote(conn, tplan, table.column_names)
     encoder = _binary_encoder(conn, tplan, table.schema)
     raw = conn.connection.driver_connection
     sql = f"COPY {name} ({cols}) FROM STDIN (FORMAT binary)"
@@ -138,7 +138,7 @@ def _copy_in(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
     if binary_copy_types(conn, tplan, table.schema):
         _copy_in_binary(conn, tplan, table)
         return
-    name, cols = _quote(conn, tplan)
+    name, cols = _quote(conn, tplan, table.column_names)
     raw = conn.connection.driver_connection
     options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
     with raw.cursor() as cur, cur.copy(f"COPY {name} ({cols}) FROM STDIN (FORMAT csv)") as copy:
@@ -154,19 +154,35 @@ def _python_rows(table: pa.Table) -> Iterator[list[dict]]:
 
 
 def _executemany(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
+    names = table.column_names
+    always = [c for c in names if (i := tplan.table.c[c].identity) is not None and i.always is True]
+    if always and conn.dialect.name == "postgresql":
+        # GENERATED ALWAYS AS IDENTITY takes a given value only when told to
+        name, cols = _quote(conn, tplan, names)
+        marks = ", ".join(f":p{i}" for i in range(len(names)))
+        stmt = sa.text(f"INSERT INTO {name} ({cols}) OVERRIDING SYSTEM VALUE VALUES ({marks})")
+        for rows in _python_rows(table):
+            conn.execute(stmt, [{f"p{i}": r[n] for i, n in enumerate(names)} for r in rows])
+        return
     # A plain table clause: values go to the driver as they are (JSON stays its text).
-    target = sa.table(
-        tplan.table.name, *[sa.column(c.name) for c in tplan.columns], schema=tplan.table.schema
-    )
+    target = sa.table(tplan.table.name, *[sa.column(n) for n in names], schema=tplan.table.schema)
     for rows in _python_rows(table):
         if rows:
             conn.execute(target.insert(), rows)
+
+
+def _writable(tplan: TablePlan, table: pa.Table) -> pa.Table:
+    """The snapshot's columns the database takes on insert: generated (computed) columns are
+    left to the database, which recomputes them (the read-back then compares them too)."""
+    computed = [n for n in table.column_names if tplan.table.c[n].computed is not None]
+    return table.drop_columns(computed) if computed else table
 
 
 def insert_rows(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
     """Insert every row of `table` (snapshot schema) into the plan's table, keys included."""
     if table.num_rows == 0:
         return
+    table = _writable(tplan, table)
     if use_copy(conn):
         _copy_in(conn, tplan, table)
     elif fast_path_enabled() and load_mysql.available(conn):

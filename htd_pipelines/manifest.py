@@ -77,6 +77,9 @@ class Manifest:
     # at this version, so the next protective backup can tell whether anything changed
     base_version: int | None = None
     state_marks: dict | None = None
+    # kind "incremental": "incremental" (changes since the previous version) or "differential"
+    # (changes since the full version: its base_version is the full one)
+    delta: str | None = None
 
     @property
     def total_rows(self) -> int:

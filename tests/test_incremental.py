@@ -330,6 +330,45 @@ def test_a_chain_of_five_versions_restores_each_version_exactly(env) -> None:
     assert len(actions) == 6
 
 
+def test_differential_and_incremental_versions_compose_and_restore_exactly(env) -> None:
+    """Differential versions hold every change since the full version and sit on top of it;
+    incremental ones sit on the previous version. Mixed, each composes and restores exactly,
+    and a differential survives the loss of the versions between it and its full version."""
+    [first] = protect(env)
+    states = {1: state(env)}
+    change_2(env)
+    [v2] = protect(env)  # incremental on top of 1
+    states[2] = state(env)
+    change_3(env)
+    [v3] = protect(env, differential=True)  # differential: changes 2 and 3, on top of 1
+    states[3] = state(env)
+    change_4(env)
+    result = run_protective_job(env, [env.sess], differential=True)  # through the job
+    assert result.success, failure_message(result)
+    [doc] = result.output_for_node("protective_backup")
+    v4 = incremental.VersionOutcome(**doc)
+    states[4] = state(env)
+    assert (v2.status, v2.base_version) == ("incremental", 1)
+    assert (v3.status, v3.base_version) == ("incremental", 1)
+    assert (v4.status, v4.base_version) == ("incremental", 1)
+    recs = versions(env)
+    assert [r.manifest.delta for r in recs] == [None, "incremental", "differential", "differential"]
+    # the differential holds what changed since version 1: more than change 3 alone
+    assert sum(v3.added.values()) + sum(v3.changed.values()) + sum(v3.deleted.values()) > sum(
+        v2.added.values()
+    ) + sum(v2.changed.values()) + sum(v2.deleted.values())
+    assert protect(env, differential=True)[0].status == "unchanged"
+    # version 2 (the incremental) is not needed by the differentials: drop its files
+    v2_dir = env.snapshot_dir / recs[1].manifest.location
+    for f in v2_dir.glob("*.parquet"):
+        f.unlink()
+    for k in (1, 4, 3):
+        result = restore(env, k)
+        assert result.restored and state(env) == states[k], f"version {k}"
+    with pytest.raises(Exception, match="version 2"):  # its own chain is broken, by name
+        incremental.compose_version(env.engine, "inst", env.sess, 2, env.store())
+
+
 def versions_rows(env, snapshot: dict, table: str) -> int:
     if table == "task_log":
         tasks = {r[0] for r in snapshot["session_task"] if r[1] == env.sess}

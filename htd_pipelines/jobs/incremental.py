@@ -45,6 +45,11 @@ class ProtectiveBackupConfig(Config):
         description="Change-tracking column (e.g. updated_at) compared by max() on the tables "
         "that have it; default: HTD_CHANGE_COLUMN (unset: row digests everywhere)",
     )
+    differential: bool = Field(
+        default=False,
+        description="Differential versions (every change since the full version, on top of "
+        "it) instead of incremental ones (the changes since the previous version)",
+    )
 
 
 def _recorded(o: incremental.VersionOutcome) -> RecordedBackup:
@@ -97,6 +102,7 @@ def protective_backup_op(
             max_sessions=config.max_sessions,
             change_column=config.change_column or incremental.change_column_from_env(),
             max_chain=config.max_chain,
+            differential=config.differential,
         )
     except (BackupError, RegistryError, SnapshotError) as exc:
         raise Failure(str(exc)) from exc
