@@ -53,7 +53,9 @@ def purge_test_sessions(
     key = root.c[rtype.root.rule.key]
     counts: dict[str, int] = {}
     with engine.begin() as conn:
-        test_ids = list(conn.execute(sa.select(key).where(key.in_(ids), truthy)).scalars())
+        # FOR UPDATE: the flag is read as committed and stays so until the deletes commit
+        check = sa.select(key).where(key.in_(ids), truthy).with_for_update()
+        test_ids = list(conn.execute(check).scalars())
         if set(map(str, test_ids)) != set(map(str, ids)):
             raise BackupError(
                 "refusing to purge sessions that are not test sessions: "

@@ -6,8 +6,11 @@ import argparse
 import datetime as dt
 import decimal
 import json
+import re
 import sys
 from collections.abc import Sequence
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from htd_pipelines import settings
 from htd_pipelines.registry import RegistryError
@@ -34,10 +37,29 @@ def _table(rows: list[dict], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def check_database() -> None:
+    """Connect to the application database once; raises the driver's error (named by `main`
+    in one line) before a job starts, instead of a failed run logging its traceback."""
+    from htd_pipelines.db import get_engine
+
+    with get_engine(settings.database_url()).connect():
+        pass
+
+
+def run_job(args: argparse.Namespace, job_name: str, run_config: dict, **kw):  # noqa: ANN201
+    """runner.run_job for a CLI command: the database checked first; Dagster's DEBUG events on
+    stderr only with the global -v/--verbose."""
+    from htd_pipelines import runner
+
+    check_database()
+    return runner.run_job(job_name, run_config, verbose=getattr(args, "verbose", False), **kw)
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
-    from htd_pipelines.runner import backup_run_config, backup_tags, run_job
+    from htd_pipelines.runner import backup_run_config, backup_tags
 
     result = run_job(
+        args,
         "backup_job",
         backup_run_config(args.type, args.relation_ids, args.uid, args.keep_source),
         tags=backup_tags(args.type, args.relation_ids, args.uid),
@@ -54,9 +76,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from htd_pipelines.runner import restore_run_config, run_job
+    from htd_pipelines.runner import restore_run_config
 
     result = run_job(
+        args,
         "restore_job",
         restore_run_config(args.backup_id, args.uid, args.dry_run, args.target_env),
         tags={"htd/backup_id": str(args.backup_id), **({"htd/uid": args.uid} if args.uid else {})},
@@ -90,12 +113,12 @@ def _step_metadata(result, step: str) -> dict:  # noqa: ANN001
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from htd_pipelines.jobs.verify import VERIFY_OP
-    from htd_pipelines.runner import run_job
 
     config: dict = {"backup_ids": args.backup_ids, "recheck_after_hours": args.recheck_after_hours}
     if args.full_restore_env:
         config["full_restore_env"] = args.full_restore_env
     result = run_job(
+        args,
         "verify_backups_job",
         {"ops": {VERIFY_OP: {"config": config}}},
         tags={"htd/verify": ",".join(map(str, args.backup_ids)) or "due"},
@@ -117,9 +140,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from htd_pipelines.runner import run_job
-
     result = run_job(
+        args,
         "retention_job",
         {"ops": {"prune_backups": {"config": {"type": args.type, "dry_run": args.dry_run}}}},
         tags={"htd/retention": "dry-run" if args.dry_run else "prune"},
@@ -174,22 +196,66 @@ def cmd_backups(args: argparse.Namespace) -> int:
     return 0
 
 
+def _composed_version(record, store) -> tuple[dict, list[dict], list[int]]:  # noqa: ANN001
+    """An incremental or differential version as api.load_backup reads it: the session's
+    state at that version (incremental.compose of its chain, full version first), with the
+    remote files of those rows, and the chain's versions."""
+    import pandas as pd
+    import pyarrow.compute as pc
+
+    from htd_pipelines.db import get_engine
+    from htd_pipelines.incremental import compose, version_chain
+
+    with get_engine(settings.database_url()).connect() as conn:
+        chain = version_chain(conn, record.type, record.relation_id, record.version)
+    state = compose(chain, store)  # what incremental.compose_version returns
+    refs: dict[tuple[str, str], list[str]] = {}  # (table, file column) -> key columns
+    for link in chain:
+        for t in link.manifest.tables:
+            for ref in t.files:
+                refs.setdefault((t.table, ref["column"]), list(ref["key_columns"]))
+    files = []
+    for (table, column), key in refs.items():
+        rows = state[table].filter(pc.is_valid(state[table].column(column)))
+        keys = [rows.column(c).to_pylist() for c in key]
+        for i, url in enumerate(rows.column(column).to_pylist()):
+            files.append(
+                {
+                    "table": table,
+                    "column": column,
+                    "key": {c: k[i] for c, k in zip(key, keys, strict=True)},
+                    "url": url,
+                }
+            )
+    frames = {name: t.to_pandas(types_mapper=pd.ArrowDtype) for name, t in state.items()}
+    return frames, files, [link.version for link in chain]
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from htd_pipelines.api import find_backup, read_tables
     from htd_pipelines.snapshots import SnapshotStore
 
     record = find_backup(args.type, args.relation_id, args.version)
     manifest = record.manifest
-    frames = read_tables(manifest, SnapshotStore(manifest.snapshot_uri))
+    store = SnapshotStore(manifest.snapshot_uri)
+    chain = [record.version]
+    if manifest.kind == "full":
+        frames = read_tables(manifest, store)
+        files = manifest.remote_files()
+    else:  # the session's state at this version, not just the changes its files hold
+        frames, files, chain = _composed_version(record, store)
     if args.json:
         _print_json(
             {
                 "backup": record.summary(),
                 "manifest": {
+                    "kind": manifest.kind,
+                    "base_version": manifest.base_version,
+                    "chain": chain,
                     "location": manifest.location,
                     "snapshot_uri": manifest.snapshot_uri,
                     "registry_sha256": manifest.registry_sha256,
-                    "remote_files": manifest.remote_files(),
+                    "remote_files": files,
                 },
                 "tables": {
                     name: [
@@ -207,12 +273,27 @@ def cmd_show(args: argparse.Namespace) -> int:
         f"(uid {s['uid']}, created {s['created_at']}, is_reback {s['is_reback']})"
     )
     print(f"snapshots: {manifest.snapshot_uri}/{manifest.location}")
-    rows = [
-        {"table": t.table, "rows": t.rows, "bytes": t.bytes, "sha256": t.sha256[:16]}
-        for t in manifest.tables
-    ]
-    print(_table(rows, ["table", "rows", "bytes", "sha256"]))
-    files = manifest.remote_files()
+    if manifest.kind == "full":
+        rows = [
+            {"table": t.table, "rows": t.rows, "bytes": t.bytes, "sha256": t.sha256[:16]}
+            for t in manifest.tables
+        ]
+        print(_table(rows, ["table", "rows", "bytes", "sha256"]))
+    else:
+        delta = manifest.delta or "incremental"
+        print(
+            f"{delta} version on top of version {manifest.base_version} "
+            f"(chain {' -> '.join(map(str, chain))}); rows: the session at version "
+            f"{record.version}; changes: what this version's files hold"
+        )
+        changes = {
+            t.table: f"+{t.added_rows} ~{t.changed_rows} -{t.deleted_rows}" for t in manifest.tables
+        }
+        rows = [
+            {"table": name, "rows": len(df), "changes": changes.get(name, "unchanged")}
+            for name, df in frames.items()
+        ]
+        print(_table(rows, ["table", "rows", "changes"]))
     if files:
         print(f"remote files ({len(files)}):")
         for ref in files:
@@ -295,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Back up, delete and restore htdNew sessions (Dagster jobs on the "
         "configured instance). Environment: HTD_DATABASE_URL, HTD_RELATIONS_FILE, "
         "HTD_SNAPSHOT_URI, DAGSTER_HOME.",
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print the runs' Dagster events (DEBUG) on stderr; by default only warnings "
+        "and errors, the summary on stdout",
     )
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -386,6 +474,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RegistryError, BackupError, CatalogError, SnapshotError, RestoreRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except SQLAlchemyError as exc:  # the database is unreachable, refuses us, or the SQL failed
+        print(f"error: {database_error(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a snapshot store or file that cannot be reached or read
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        return 1
+
+
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
+
+
+def _one_line(text: str) -> str:
+    """A message on one line, any password of a URL in it hidden."""
+    return _URL_PASSWORD.sub(r"\1***@", " ".join(text.split()))
+
+
+def database_error(exc: SQLAlchemyError) -> str:
+    """One line for a database error: the driver's own message (without SQLAlchemy's SQL echo
+    and help link) and the configured database, passwords hidden."""
+    from sqlalchemy.engine import make_url
+
+    orig = getattr(exc, "orig", None)  # the driver's exception (DBAPIError)
+    reason = str(orig) if orig is not None else str(exc).split("\n(Background on this error")[0]
+    reason = _one_line(reason)
+    try:
+        configured = make_url(settings.database_url())
+    except SQLAlchemyError:  # the URL itself is what is wrong; never print it (a password?)
+        where = "not a valid SQLAlchemy URL"
+    else:
+        if configured.password and len(configured.password) >= 4:
+            reason = reason.replace(configured.password, "***")
+        where = configured.render_as_string(hide_password=True)
+    kind = type(orig or exc).__name__
+    return f"database error ({kind}): {reason} [{settings.DATABASE_URL_ENV}: {where}]"
 
 
 if __name__ == "__main__":

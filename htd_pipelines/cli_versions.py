@@ -80,10 +80,12 @@ def cmd_versions_list(args: argparse.Namespace) -> int:
 
 
 def cmd_versions_backup(args: argparse.Namespace) -> int:
+    from htd_pipelines.cli import run_job
     from htd_pipelines.jobs.incremental import PROTECTIVE_OP, protective_run_config
-    from htd_pipelines.runner import backup_tags, run_job
+    from htd_pipelines.runner import backup_tags
 
     result = run_job(
+        args,
         "protective_backup_job",
         protective_run_config(args.type, args.relation_ids, args.uid, args.max_sessions),
         tags=backup_tags(args.type, args.relation_ids, args.uid) if args.relation_ids else {},
@@ -106,13 +108,14 @@ def cmd_versions_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_versions_restore(args: argparse.Namespace) -> int:
+    from htd_pipelines.cli import run_job
     from htd_pipelines.jobs.incremental import RESTORE_VERSION_OP, restore_version_run_config
-    from htd_pipelines.runner import run_job
 
     tags = {"htd/type": args.type, "htd/relation_id": str(args.relation_id)}
     if args.uid:
         tags["htd/uid"] = args.uid
     result = run_job(
+        args,
         "restore_version_job",
         restore_version_run_config(args.type, args.relation_id, args.version, args.uid),
         tags=tags,

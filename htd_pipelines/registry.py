@@ -1,8 +1,9 @@
 """The relation registry: a YAML declaration of what a session owns, parsed without a database.
 
-Loading checks the file's structure (identifiers, duplicates, parents, cycles); checks against
-the live schema happen in `htd_pipelines.plan`, so that the code location loads while the
-application database is down.
+Loading checks the file's structure (identifiers, duplicates, parents, cycles) and puts every
+declared parent before its children, whatever the file's order; checks against the live schema
+happen in `htd_pipelines.plan`, so that the code location loads while the application database
+is down.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class Registry:
             ) from None
 
     def table_names(self) -> list[str]:
-        """Every table of every type, each once, in declaration order."""
+        """Every table of every type, each once, in the registry's order (parents first)."""
         seen: dict[str, None] = {}
         for btype in self.types.values():
             for rule in btype.all_tables:
@@ -219,10 +220,25 @@ def _parse_type(name: str, raw: Any, where: str) -> BackupType:
     return BackupType(
         name=name,
         root=root,
-        tables=tuple(tables),
+        tables=_parents_first(tables, root.table),
         lifecycle=lifecycle,
         retention=_parse_retention(raw.get("retention"), f"{where}: retention"),
     )
+
+
+def _parents_first(tables: list[TableRule], root: str) -> tuple[TableRule, ...]:
+    """The tables with every declared parent before its children, otherwise in declaration
+    order (a file may list a child first). Parents are known and acyclic here; the database's
+    foreign keys are added to this order when the type is resolved (plan.resolve_type)."""
+    placed = {root}
+    ordered: list[TableRule] = []
+    remaining = list(tables)
+    while remaining:
+        ready = next(r for r in remaining if (r.parent or root) in placed)
+        ordered.append(ready)
+        placed.add(ready.table)
+        remaining.remove(ready)
+    return tuple(ordered)
 
 
 def _parse_retention(raw: Any, where: str) -> Retention:

@@ -54,8 +54,14 @@ def run_job(
     *,
     tags: dict[str, str] | None = None,
     instance: DagsterInstance | None = None,
+    verbose: bool = False,
 ) -> ExecuteInProcessResult:
     from htd_pipelines.definitions import build_definitions
+
+    if not verbose and "loggers" not in run_config:
+        # the CLI prints its own summary: Dagster's DEBUG events (~100 lines a run) reach
+        # stderr only on request (-v); warnings and errors always; the run storage keeps all
+        run_config = {**run_config, "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
     # built now, not at import: the environment (HTD_*) of this call decides the resources
     job = build_definitions().resolve_job_def(job_name)

@@ -133,6 +133,35 @@ def test_demo_registry_resolves_parents_first(demo_engine) -> None:
     assert resolved.table("attachment").rule.files == ("remote_url",)
 
 
+CHILD_FIRST = """
+    types:
+      inst:
+        root: {table: process_session, key: id}
+        tables:
+          - {table: task_log, key: task_id, parent: session_task}
+          - {table: attachment, key: sess_id, files: [remote_url]}
+          - {table: session_task, key: sess_id}
+          - {table: session_node, key: sess_id}
+    """
+
+
+def test_children_listed_before_their_parent_are_put_after_it() -> None:
+    order = [r.table for r in reg(CHILD_FIRST).get("inst").tables]
+    # each parent moves ahead of its children; the rest keeps the file's order
+    assert order == ["attachment", "session_task", "task_log", "session_node"]
+
+
+def test_child_first_file_resolves_with_the_parent_first(demo_engine) -> None:
+    resolved = resolve_type(demo_engine, reg(CHILD_FIRST).get("inst"), "rel.yaml")
+    order = [t.name for t in resolved.tables]
+    assert order[0] == "process_session"
+    assert order.index("session_task") < order.index("task_log")
+    # the database's FK session_task.node_id -> session_node still orders nodes before tasks
+    assert order.index("session_node") < order.index("session_task")
+    task_log = resolved.table("task_log")
+    assert task_log.parent.name == "session_task" and task_log.parent_key == "id"
+
+
 def _check(engine, body: str) -> str:
     with pytest.raises(RegistryError) as err:
         resolve_type(engine, reg(body).get("inst"), "rel.yaml")
