@@ -28,6 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("relation_ids", nargs="*", metavar="ID")
     c.add_argument("--uid")
     c.add_argument("--max-sessions", type=int, help="without IDs: new versions at most")
+    c.add_argument(
+        "--differential",
+        action="store_true",
+        help="differential versions: every change since the full version, on top of it",
+    )
     c.set_defaults(func=cmd_versions_backup)
 
     c = versions.add_parser(
@@ -87,13 +92,17 @@ def cmd_versions_backup(args: argparse.Namespace) -> int:
     result = run_job(
         args,
         "protective_backup_job",
-        protective_run_config(args.type, args.relation_ids, args.uid, args.max_sessions),
+        protective_run_config(
+            args.type, args.relation_ids, args.uid, args.max_sessions, args.differential
+        ),
         tags=backup_tags(args.type, args.relation_ids, args.uid) if args.relation_ids else {},
     )
     print(f"run {result.run_id} succeeded")
     for o in result.output_for_node(PROTECTIVE_OP):
         line = f"{args.type} {o['relation_id']}: {o['status']}"
         if o["status"] == "incremental":
+            if o.get("delta") == "differential":
+                line = f"{args.type} {o['relation_id']}: differential"
             line += (
                 f" version {o['version']} on top of {o['base_version']}, rows added "
                 f"{sum(o['added'].values())}, changed {sum(o['changed'].values())}, deleted "

@@ -442,6 +442,7 @@ class VersionOutcome:
     reason: str | None = None  # why a full version (or why it failed)
     location: str | None = None
     rows: dict[str, int] = field(default_factory=dict)  # rows stored in this version's files
+    delta: str | None = None  # an incremental version: "incremental" | "differential"
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -765,6 +766,7 @@ def _record_incremental(
         full_bytes=full.total_bytes,
         location=location,
         rows={t.table: t.rows + t.deleted_rows for t in tables},
+        delta=delta,
     )
 
 
@@ -1147,6 +1149,7 @@ def list_versions(engine: Engine, type_name: str, relation_id: object) -> list[d
                 "backup_id": r.id,
                 "kind": m.kind,
                 "base_version": m.base_version,
+                "delta": m.delta,
                 "rows": sum(t.rows for t in m.tables),
                 "added": sum(t.added_rows for t in m.tables) if incremental else None,
                 "changed": sum(t.changed_rows for t in m.tables) if incremental else None,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
-from dagster import DagsterInstance, ExecuteInProcessResult
+from dagster import DagsterInstance, DagsterRun, ExecuteInProcessResult
 
 from htd_pipelines import settings
 
@@ -71,12 +72,25 @@ def run_job(
         result = job.execute_in_process(
             run_config=run_config, instance=instance, tags=tags or {}, raise_on_error=False
         )
+        if not result.success:
+            message = failure_message(result)
+            # the run-failure sensor watches runs launched through the daemon or the UI; a run
+            # executed here is alerted here (same alert, same webhook)
+            alert_failed_run(instance.get_run_by_id(result.run_id) or result.dagster_run, message)
+            raise JobFailed(message, result.run_id)
     finally:
         if owns:
             instance.dispose()
-    if not result.success:
-        raise JobFailed(failure_message(result), result.run_id)
     return result
+
+
+def alert_failed_run(run: DagsterRun, message: str) -> None:
+    from htd_pipelines.alerts import WEBHOOK_URL_ENV, send_alert
+    from htd_pipelines.sensors.alerts import MONITORED_JOBS, alert_for_failed_run
+
+    if run.job_name in MONITORED_JOBS:
+        alert = alert_for_failed_run(run, message)
+        send_alert(alert, os.environ.get(WEBHOOK_URL_ENV), logging.getLogger("htd_pipelines"))
 
 
 def backup_run_config(
@@ -96,10 +110,18 @@ def backup_run_config(
     }
 
 
+SESSION_TAG = "htd/session"  # type:relation_id, for one-run-per-session concurrency limits
+
+
+def session_tag(type_name: str, relation_id: object) -> str:
+    return f"{type_name}:{relation_id}"
+
+
 def backup_tags(type_name: str, relation_ids: list, uid: str | None) -> dict[str, str]:
     tags = {"htd/type": type_name, "htd/relation_ids": ",".join(str(r) for r in relation_ids)}
     if len(relation_ids) == 1:
         tags["htd/relation_id"] = str(relation_ids[0])
+        tags[SESSION_TAG] = session_tag(type_name, relation_ids[0])
     if uid:
         tags["htd/uid"] = uid
     return tags

@@ -26,6 +26,7 @@ from htd_env import make_env
 from htd_pipelines import alerts, catalog
 from htd_pipelines.alerts import Alert, AlertSink, send_alert
 from htd_pipelines.api import list_backups
+from htd_pipelines.assets.data_tables import data_tables
 from htd_pipelines.demo.schema import create_demo_schema, process_session
 from htd_pipelines.demo.seed import seed_demo
 from htd_pipelines.resources import AppDatabase, RelationRegistry
@@ -188,8 +189,9 @@ def env(monkeypatch, db_url, tmp_path):
     env = make_env(monkeypatch, db_url, tmp_path)
     create_demo_schema(env.engine)
     env.ids = seed_demo(env.engine, 4, seed=3, test_fraction=0)
-    env.instance = DagsterInstance.ephemeral()
-    return env
+    with DagsterInstance.ephemeral() as instance:  # disposed: its temporary folder too
+        env.instance = instance
+        yield env
 
 
 def failure_sensor(env):
@@ -229,6 +231,21 @@ def test_the_run_link_follows_htd_ui_url(env, webhook, monkeypatch) -> None:
     alert = webhook.received[0]
     assert alert["run_url"] == f"https://dagster.example.org/runs/{result.dagster_run.run_id}"
     assert alert["relation_id"] == f"{env.ids[0]},987654"  # htd/relation_ids of a batch
+
+
+def test_a_run_the_cli_executes_alerts_when_it_fails(env, webhook, monkeypatch, capsys) -> None:
+    """The CLI runs jobs in its own process (not through the daemon, whose run-failure sensor
+    does not see them): a failed one is alerted there, to the same webhook."""
+    from htd_pipelines.cli import main
+
+    monkeypatch.setenv(alerts.WEBHOOK_URL_ENV, webhook.url)
+    monkeypatch.setenv("DAGSTER_HOME", str(env.snapshot_dir.parent / "dagster_home"))
+    assert main(["backup", "--type", "inst", "987654", "--uid", "ops"]) == 1
+    assert "987654" in capsys.readouterr().err
+    (alert,) = webhook.received
+    assert (alert["kind"], alert["title"]) == ("run_failure", "backup_job failed")
+    assert (alert["type"], alert["relation_id"]) == ("inst", "987654")
+    assert "987654" in alert["error"] and alert["run_id"]
 
 
 def run_restore(env, backup_id: int, **tags):
@@ -274,10 +291,15 @@ def unwatched_job() -> None:
     explode()
 
 
-def test_the_sensor_watches_exactly_the_three_jobs(env, webhook, dead_url, capfd) -> None:
+def test_the_sensor_watches_every_job_of_the_code_location(env, webhook, dead_url, capfd) -> None:
     """Evaluated as the daemon does (cursor, run-status events), not just called."""
-    sensor_def = env.defs().resolve_sensor_def(RUN_FAILURE_SENSOR)
+    defs = env.defs()
+    # every job but Dagster's implicit asset job (__ASSET_JOB)
+    jobs = {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")}
+    assert sorted(MONITORED_JOBS) == sorted(jobs)  # a new job must be added to MONITORED_JOBS
+    sensor_def = defs.resolve_sensor_def(RUN_FAILURE_SENSOR)
     assert sorted(j.name for j in sensor_def._monitored_jobs) == sorted(MONITORED_JOBS)
+    assert "data_table_backup_job" in sensor_def.description
     sink = AlertSink(webhook_url=webhook.url)
     sensor = failure_sensor(env)
 
@@ -289,10 +311,19 @@ def test_the_sensor_watches_exactly_the_three_jobs(env, webhook, dead_url, capfd
     cursor = tick(None)  # the first tick only sets the cursor
     unwatched_job.execute_in_process(instance=env.instance, raise_on_error=False)
     failed = env.run_backup(["987654"], instance=env.instance)
+    # a job that was left out before: a data table that is gone
+    env.instance.add_dynamic_partitions(data_tables.name, ["no-such-table"])
+    table = defs.resolve_job_def("data_table_backup_job").execute_in_process(
+        instance=env.instance, partition_key="no-such-table", raise_on_error=False
+    )
+    assert not table.success
     cursor = tick(cursor)
-    assert [a["run_id"] for a in webhook.received] == [failed.run_id]
+    assert [a["run_id"] for a in webhook.received] == [failed.run_id, table.run_id]
+    alert = webhook.received[1]
+    assert alert["title"] == "data_table_backup_job failed"
+    assert (alert["type"], alert["relation_id"]) == ("dataset", "no-such-table")  # run tags
     cursor = tick(cursor)
-    assert len(webhook.received) == 1  # once per failed run
+    assert len(webhook.received) == 2  # once per failed run
 
     # the webhook is down: logged, the tick still succeeds and moves on
     again = env.run_backup(["987655"], instance=env.instance)
@@ -300,7 +331,7 @@ def test_the_sensor_watches_exactly_the_three_jobs(env, webhook, dead_url, capfd
     cursor = tick(cursor, AlertSink(webhook_url=dead_url))
     logged = capfd.readouterr().err  # the sensor's context log (the tick's log in the UI)
     assert again.run_id in logged and "not delivered" in logged
-    assert len(webhook.received) == 1
+    assert len(webhook.received) == 2
 
 
 # ---------------------------------------------------------------------------------------------

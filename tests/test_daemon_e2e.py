@@ -136,11 +136,8 @@ def test_production_instance_loads_as_configured(stack: Stack) -> None:
     with instance_of(stack.env) as instance:
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
-        assert {
-            "key": "htd/backup_id",
-            "value": {"applyLimitPerUniqueValue": True},
-            "limit": 1,
-        } in limits
+        for key in ("htd/backup_id", "htd/session"):
+            assert {"key": key, "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
         assert instance.run_monitoring_enabled and instance.run_retries_enabled
         assert instance.run_retries_max_retries >= 1
         assert not instance.telemetry_enabled

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from chinook import snapshot_database
-from dagster import DagsterInstance, build_sensor_context
+from dagster import (
+    DagsterInstance,
+    DagsterRunStatus,
+    RunRequest,
+    SkipReason,
+    build_schedule_context,
+    build_sensor_context,
+    instance_for_test,
+)
 from htd_env import make_env
 from sqlalchemy import text
 
 from htd_pipelines.api import list_backups
-from htd_pipelines.assets.data_tables import data_table_partitions_sensor, data_tables
+from htd_pipelines.assets.data_tables import (
+    data_table_backup_schedule,
+    data_table_partitions_sensor,
+    data_tables,
+)
 from htd_pipelines.catalog import CATALOG_TABLES
 from htd_pipelines.demo.schema import create_demo_schema
 from htd_pipelines.demo.seed import seed_demo
@@ -22,8 +36,9 @@ def env(monkeypatch, db_url, tmp_path):
     env = make_env(monkeypatch, db_url, tmp_path)
     create_demo_schema(env.engine)
     seed_demo(env.engine, 8, seed=41, test_fraction=0)
-    env.instance = DagsterInstance.ephemeral()
-    return env
+    with DagsterInstance.ephemeral() as instance:  # disposed: its temporary folder too
+        env.instance = instance
+        yield env
 
 
 def test_partitions_backup_and_restore_of_a_data_table(env) -> None:
@@ -50,6 +65,8 @@ def test_partitions_backup_and_restore_of_a_data_table(env) -> None:
     job = env.defs().resolve_job_def("data_table_backup_job")
     run = job.execute_in_process(instance=env.instance, partition_key=key, raise_on_error=False)
     assert run.success, failure_message(run)
+    tags = env.instance.get_run_by_id(run.run_id).tags  # the asset tags its run like sessions'
+    assert (tags["htd/type"], tags["htd/relation_id"]) == ("dataset", key)
     [record] = list_backups("dataset", key)
     assert record.manifest.table("data_table_row").rows == rows > 0
     assert env.count("data_table_row", f"WHERE table_key = '{key}'") == rows  # source kept
@@ -66,3 +83,37 @@ def test_partitions_backup_and_restore_of_a_data_table(env) -> None:
     )
     assert done.success, failure_message(done)
     assert snapshot_database(env.url, exclude=CATALOG_TABLES) == before
+
+
+def test_data_table_backup_schedule_skips_while_its_job_runs() -> None:
+    from htd_pipelines.definitions import build_definitions
+
+    job_def = build_definitions().resolve_job_def("data_table_backup_job")
+    when = dt.datetime(2030, 1, 2, 2, 0, tzinfo=dt.UTC)
+    with instance_for_test() as instance:
+
+        def tick():  # noqa: ANN202
+            context = build_schedule_context(instance=instance, scheduled_execution_time=when)
+            return data_table_backup_schedule(context)
+
+        assert isinstance(tick(), SkipReason)  # no partitions yet
+        instance.add_dynamic_partitions(data_tables.name, ["t1", "t2"])
+        requests = tick()
+        assert [(r.partition_key, r.run_key) for r in requests] == [
+            ("t1", "t1:2030-01-02"),
+            ("t2", "t2:2030-01-02"),
+        ]
+        assert all(isinstance(r, RunRequest) for r in requests)
+        assert requests[0].tags["htd/schedule"] == "data_table_backup_schedule"
+
+        # one run of yesterday's tick still going: the whole tick is skipped, with the reason
+        run = instance.create_run_for_job(
+            job_def, status=DagsterRunStatus.STARTED, tags={"htd/test": "in-flight"}
+        )
+        skipped = tick()
+        assert isinstance(skipped, SkipReason)
+        assert "data_table_backup_job is still running" in skipped.skip_message
+        assert run.run_id in skipped.skip_message
+
+        instance.report_run_failed(instance.get_run_by_id(run.run_id))
+        assert [r.partition_key for r in tick()] == ["t1", "t2"]

@@ -587,6 +587,12 @@ def test_versions_cli(env, capsys, monkeypatch, tmp_path) -> None:
     assert state(env) == v1
     code = main(["versions", "restore", "--type", "inst", str(env.sess), "--version", "9"])
     assert code == 1 and "version 9 of inst" in capsys.readouterr().err
+    change_4(env)
+    assert main(["versions", "backup", "--type", "inst", str(env.sess), "--differential"]) == 0
+    assert "differential version 3 on top of 1" in capsys.readouterr().out
+    assert main(["versions", "list", "--type", "inst", str(env.sess), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [v["delta"] for v in listed] == [None, "incremental", "differential"]
 
 
 def test_diff_and_apply_keep_nulls_nans_and_types() -> None:

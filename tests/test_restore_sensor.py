@@ -97,3 +97,28 @@ def test_a_burst_of_requests_drains_without_duplicates(env) -> None:
         seen += [r.run_key for r in result.run_requests]
         cursor = result.cursor
     assert len(seen) == len(set(seen)) == total
+
+
+def test_a_sensor_run_keeps_its_tags_and_an_untagged_run_gets_the_same(env) -> None:
+    """restore_job's first op tags a run launched without tags as the sensor tags its runs."""
+    backup_id = env.backups[env.ids[3]]
+    assert main(["request-restore", str(backup_id), "--uid", "ops"]) == 0
+    with DagsterInstance.ephemeral() as instance:
+        [request] = tick(env, instance).run_requests
+        job = env.defs().resolve_job_def("restore_job")
+        run = job.execute_in_process(
+            run_config=request.run_config, instance=instance, tags=request.tags
+        )
+        stored = instance.get_run_by_id(run.run_id).tags
+        assert {k: stored[k] for k in request.tags} == request.tags
+        added = {k for k in stored if k.startswith("htd/")} - set(request.tags) - {"htd/job"}
+        assert added == set()  # nothing the sensor left out
+
+        # the same restore from the launchpad (run config only): refused, as restored once,
+        # but tagged the same way
+        again = job.execute_in_process(
+            run_config=request.run_config, instance=instance, raise_on_error=False
+        )
+        assert not again.success
+        tags = instance.get_run_by_id(again.run_id).tags
+        assert {k: tags.get(k) for k in request.tags} == request.tags

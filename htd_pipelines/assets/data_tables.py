@@ -22,8 +22,10 @@ from dagster import (
 )
 
 from htd_pipelines.backup import backup_sessions
+from htd_pipelines.jobs.tags import add_missing_run_tags
 from htd_pipelines.plan import resolve_type
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
+from htd_pipelines.schedules.guards import running_skip
 
 data_tables = DynamicPartitionsDefinition(name="data_tables")
 
@@ -46,6 +48,10 @@ def data_table_backup(
     relations: RelationRegistry,
     snapshots: SnapshotStorage,
 ) -> MaterializeResult:
+    # runs of data_table_backup_job, or of the asset graph's own job: filterable like sessions
+    add_missing_run_tags(
+        context, {"htd/type": dataset_type(), "htd/relation_id": context.partition_key}
+    )
     [recorded] = backup_sessions(
         database.engine(),
         relations.load(),
@@ -102,11 +108,22 @@ def data_table_partitions_sensor(
     job=data_table_backup_job,
     cron_schedule=os.environ.get("HTD_DATA_TABLE_CRON", "0 2 * * *"),
     execution_timezone=os.environ.get("HTD_DATA_TABLE_TIMEZONE", "Asia/Shanghai"),
-    description="Daily backup of every data table partition (one run each).",
+    description="Daily backup of every data table partition (one run each); a tick is skipped, "
+    "with the reason, while a run of data_table_backup_job is still queued or running.",
 )
 def data_table_backup_schedule(context: ScheduleEvaluationContext):
+    skip = running_skip(context, data_table_backup_job.name)
+    if skip:
+        return skip
     keys = context.instance.get_dynamic_partitions(data_tables.name)
     if not keys:
         return SkipReason("no data table partitions yet (see data_table_partitions_sensor)")
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-    return [RunRequest(run_key=f"{key}:{day}", partition_key=key) for key in keys]
+    return [
+        RunRequest(
+            run_key=f"{key}:{day}",
+            partition_key=key,
+            tags={"htd/schedule": "data_table_backup_schedule"},
+        )
+        for key in keys
+    ]

@@ -17,8 +17,10 @@ from pydantic import Field
 from htd_pipelines import backup
 from htd_pipelines.assets.catalog import backup_materialization
 from htd_pipelines.backup import BackupPlan, RecordedBackup, TableExtract
+from htd_pipelines.jobs.tags import add_missing_run_tags
 from htd_pipelines.registry import Registry, TableRule
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
+from htd_pipelines.runner import backup_tags
 from htd_pipelines.settings import marker_max_attempts
 
 
@@ -39,8 +41,9 @@ class BackupConfig(Config):
 
 
 @op(
-    description="Validate the registry against the live schema, check that every relation id "
-    "exists, and reserve a new snapshot version per session.",
+    description="Tag the run (htd/type, htd/relation_id(s), htd/uid) where its launcher did not, "
+    "validate the registry against the live schema, check that every relation id exists, and "
+    "reserve a new snapshot version per session.",
     out=Out(BackupPlan),
 )
 def plan_backup(
@@ -50,6 +53,8 @@ def plan_backup(
     relations: RelationRegistry,
     snapshots: SnapshotStorage,
 ) -> BackupPlan:
+    # first, so that a run refused below still names its type and sessions
+    add_missing_run_tags(context, backup_tags(config.type, config.relation_ids, config.uid))
     plan = backup.plan_backup(
         database.engine(),
         relations.load(),

@@ -15,9 +15,11 @@ from pydantic import Field
 from htd_pipelines import incremental
 from htd_pipelines.assets.catalog import backup_materialization
 from htd_pipelines.backup import BackupError, RecordedBackup
+from htd_pipelines.jobs.tags import add_missing_run_tags
 from htd_pipelines.registry import RegistryError
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
 from htd_pipelines.restore import RestoreRefused
+from htd_pipelines.runner import backup_tags
 from htd_pipelines.snapshots import SnapshotError
 
 PROTECTIVE_OP = "protective_backup"
@@ -90,6 +92,7 @@ def protective_backup_op(
     relations: RelationRegistry,
     snapshots: SnapshotStorage,
 ) -> list[dict]:
+    add_missing_run_tags(context, backup_tags(config.type, config.relation_ids, config.uid))
     try:
         outcomes = incremental.protective_backup(
             database.engine(),
@@ -181,6 +184,10 @@ def restore_version_op(
     relations: RelationRegistry,
     snapshots: SnapshotStorage,
 ) -> dict:
+    add_missing_run_tags(
+        context,
+        {"htd/type": config.type, "htd/relation_id": config.relation_id, "htd/uid": config.uid},
+    )
     try:
         result = incremental.restore_version(
             database.engine(),
@@ -238,10 +245,13 @@ def protective_run_config(
     relation_ids: list,
     uid: str | None = None,
     max_sessions: int | None = None,
+    differential: bool = False,
 ) -> dict:
     config: dict = {"type": type_name, "relation_ids": [str(r) for r in relation_ids], "uid": uid}
     if max_sessions is not None:
         config["max_sessions"] = max_sessions
+    if differential:
+        config["differential"] = True
     return {"ops": {PROTECTIVE_OP: {"config": config}}}
 
 

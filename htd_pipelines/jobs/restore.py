@@ -4,13 +4,16 @@ transaction. With dry_run the check reports what would happen and nothing is wri
 import os
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from dagster import Config, Failure, In, OpExecutionContext, in_process_executor, job, op
 from pydantic import Field
 
-from htd_pipelines import restore
+from htd_pipelines import catalog, restore
 from htd_pipelines.assets.catalog import restore_materialization
 from htd_pipelines.db import get_engine
+from htd_pipelines.jobs.tags import add_missing_run_tags
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
+from htd_pipelines.runner import SESSION_TAG, session_tag
 
 
 class RestoreConfig(Config):
@@ -57,10 +60,31 @@ def target_url(config: RestoreConfig | RestoreOrder) -> str | None:
     return config.target
 
 
+def restore_tags(engine: sa.Engine, backup_id: int, uid: str | None) -> dict[str, str | None]:
+    """htd/backup_id and htd/uid, with htd/type and htd/relation_id from the catalog (as
+    restore_request_sensor tags its runs); without them when the backup is not in the catalog
+    (check_backup then refuses the restore and says why)."""
+    tags: dict[str, str | None] = {"htd/backup_id": str(backup_id), "htd/uid": uid}
+    try:
+        catalog.ensure_catalog(engine)
+        with engine.connect() as conn:
+            record = catalog.get_backup(conn, backup_id)
+    except catalog.CatalogError:
+        return tags
+    return {
+        "htd/type": record.type,
+        "htd/relation_id": str(record.relation_id),
+        SESSION_TAG: session_tag(record.type, record.relation_id),
+        **tags,
+    }
+
+
 @op(
-    description="Verify the backup before anything is written: catalog state (is_reback), every "
-    "snapshot file against the manifest (exists, sha256, rows, columns), the registry and the "
-    "live schema. With dry_run, also report rows per table, key conflicts and missing parents.",
+    description="Tag the run (htd/backup_id, htd/type, htd/relation_id, htd/uid) where its "
+    "launcher did not, then verify the backup before anything is written: catalog state "
+    "(is_reback), every snapshot file against the manifest (exists, sha256, rows, columns), the "
+    "registry and the live schema. With dry_run, also report rows per table, key conflicts and "
+    "missing parents.",
 )
 def check_backup(
     context: OpExecutionContext,
@@ -68,8 +92,10 @@ def check_backup(
     database: AppDatabase,
     relations: RelationRegistry,
 ) -> RestoreOrder:
-    url = target_url(config)
     catalog_engine = database.engine()
+    # first, so that a refused restore still names its backup, type and session
+    add_missing_run_tags(context, restore_tags(catalog_engine, config.backup_id, config.uid))
+    url = target_url(config)
     target = get_engine(url) if url else catalog_engine
     preview = restore.preview_restore(
         catalog_engine, target, relations.load(), config.backup_id, deep=config.dry_run

@@ -1,8 +1,8 @@
 """Alert sensors.
 
-- ``htd_alert_on_run_failure``: a run failure sensor on backup_job, restore_job and
-  test_session_cleanup_job; one alert per failed run, with the run link, the run's htd/ tags and
-  the error. A restore refused because the backup is already restored is kind ``restore_twice``.
+- ``htd_alert_on_run_failure``: a run failure sensor on every job of the code location
+  (MONITORED_JOBS); one alert per failed run, with the run link, the run's htd/ tags and the
+  error. A restore refused because the backup is already restored is kind ``restore_twice``.
 - ``htd_overdue_alerts``: what did *not* happen: a deletion marker still there after
   HTD_ALERT_MARKER_DELAY_MINUTES, a running schedule whose job has not succeeded for two cron
   intervals, a failed verification (``verify``/``failed`` rows of htd_operation_log). Each is
@@ -41,10 +41,14 @@ from htd_pipelines.markers import marker_columns
 from htd_pipelines.plan import resolve_type
 from htd_pipelines.resources import AppDatabase, RelationRegistry
 
+# every job of the code location (tests/test_alerts.py checks it against the definitions)
 MONITORED_JOBS = (
     "backup_job",
     "restore_job",
     "test_session_cleanup_job",
+    "verify_backups_job",
+    "retention_job",
+    "data_table_backup_job",
     "protective_backup_job",
     "restore_version_job",
 )
@@ -85,8 +89,13 @@ def _op_config(run_config: dict, op_name: str) -> dict:
 
 
 def run_failure_alert(context: RunFailureSensorContext) -> Alert:
-    """The alert for one failed run: tags first, the run config where a tag is missing."""
-    run = context.dagster_run
+    """The alert for one failed run seen by the run-failure sensor."""
+    return alert_for_failed_run(context.dagster_run, _error_of(context))
+
+
+def alert_for_failed_run(run: Any, error: str) -> Alert:
+    """The alert for one failed run (a DagsterRun): tags first, the run config where a tag is
+    missing. Used by the sensor and by the CLI for the runs it executes in its own process."""
     tags = run.tags
     plan = _op_config(run.run_config, "plan_backup")
     check = _op_config(run.run_config, "check_backup")
@@ -98,7 +107,6 @@ def run_failure_alert(context: RunFailureSensorContext) -> Alert:
     backup_id = tags.get("htd/backup_id") or (
         str(check["backup_id"]) if check.get("backup_id") is not None else None
     )
-    error = _error_of(context)
     if run.job_name == "restore_job" and "already restored" in error:
         kind = alerting.RESTORE_TWICE
         title = f"restore_job: backup {backup_id or '?'} is already restored; restore refused"
@@ -118,7 +126,7 @@ def run_failure_alert(context: RunFailureSensorContext) -> Alert:
 
 
 def build_run_failure_alert_sensor(jobs: Iterable[Any]) -> SensorDefinition:
-    """The run failure sensor on the code location's backup, restore and cleanup jobs.
+    """The run failure sensor on the code location's jobs (MONITORED_JOBS).
 
     It takes the job definitions themselves (from the list given to Definitions, where
     backup_job is generated from the registry): a run of this code location is matched by job
@@ -133,9 +141,10 @@ def build_run_failure_alert_sensor(jobs: Iterable[Any]) -> SensorDefinition:
         name=RUN_FAILURE_SENSOR,
         monitored_jobs=monitored,
         default_status=DefaultSensorStatus.STOPPED,
-        description="Alerts (log + HTD_ALERT_WEBHOOK_URL) when backup_job, restore_job or "
-        "test_session_cleanup_job fails: run link, htd/type, relation id(s), backup id and "
-        "the error. A restore of an already restored backup is alerted as restore_twice.",
+        description="Alerts (log + HTD_ALERT_WEBHOOK_URL) when a run of any job of this code "
+        f"location fails ({', '.join(MONITORED_JOBS)}): run link, htd/type, relation id(s), "
+        "backup id and the error. A restore of an already restored backup is alerted as "
+        "restore_twice.",
     )
     def htd_alert_on_run_failure(context: RunFailureSensorContext, alerts: AlertSink) -> None:
         alerts.send(run_failure_alert(context), context.log)

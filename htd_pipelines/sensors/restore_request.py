@@ -14,6 +14,7 @@ from dagster import (
 
 from htd_pipelines import catalog
 from htd_pipelines.resources import AppDatabase
+from htd_pipelines.runner import SESSION_TAG, session_tag
 
 BATCH = 50
 
@@ -60,6 +61,7 @@ def restore_request_sensor(context: SensorEvaluationContext, database: AppDataba
                     "htd/type": r.type,
                     "htd/relation_id": r.relation_id,
                     "htd/backup_id": str(r.id),
+                    SESSION_TAG: session_tag(r.type, r.relation_id),
                     **({"htd/uid": r.restore_requested_by} if r.restore_requested_by else {}),
                 },
             )
