@@ -814,20 +814,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--rows must be >= 1")
     if args.repeat < 1:
         raise SystemExit("--repeat must be >= 1")
-    dialects = ["postgresql", "mariadb"] if args.dialect == "both" else [args.dialect]
-    results, ok = {}, True
-    explicit_wait = args.quiet_wait
-    for d in dialects:
-        rows = args.rows or DEFAULT_ROWS[d]
-        if explicit_wait is None:
-            args.quiet_wait = QUIET_WAIT_S if rows >= QUIET_MIN_ROWS else 0.0
-        results[d] = measure_dialect(d, rows, args)
-        ok = report(results[d]) and ok
-        if args.json:  # after every dialect: a failure in the next one keeps these figures
-            common.write_json(args.json, results)
-    if args.json:
-        print(f"\nfigures written to {args.json}")
-    return 1 if args.strict and not ok else 0
+    return common.run_dialects(
+        args, DEFAULT_ROWS, measure_dialect, report, QUIET_WAIT_S, QUIET_MIN_ROWS
+    )
 
 
 if __name__ == "__main__":

@@ -327,6 +327,34 @@ def pg_settle(url: str, tables: Sequence[str]) -> float:
     return time.perf_counter() - t0
 
 
+def run_dialects(
+    args,  # noqa: ANN001 - argparse.Namespace with dialect, rows, quiet_wait, json, strict
+    default_rows: dict[str, int],
+    measure,  # noqa: ANN001 - (dialect, rows, args) -> figures
+    report,  # noqa: ANN001 - figures -> every target met
+    quiet_wait_s: float,
+    quiet_min_rows: int,
+) -> int:
+    """The main loop of a per-dialect benchmark: measure and report each dialect of
+    ``--dialect`` (``both``: PostgreSQL then MariaDB), wait for an idle host only at full size
+    unless ``--quiet-wait`` says, write ``--json`` after every dialect (a failure in the next
+    keeps these figures); the exit status (1 with ``--strict`` when a target failed)."""
+    dialects = ["postgresql", "mariadb"] if args.dialect == "both" else [args.dialect]
+    results, ok = {}, True
+    explicit_wait = args.quiet_wait
+    for d in dialects:
+        rows = args.rows or default_rows[d]
+        if explicit_wait is None:
+            args.quiet_wait = quiet_wait_s if rows >= quiet_min_rows else 0.0
+        results[d] = measure(d, rows, args)
+        ok = report(results[d]) and ok
+        if args.json:
+            write_json(args.json, results)
+    if args.json:
+        print(f"\nfigures written to {args.json}")
+    return 1 if args.strict and not ok else 0
+
+
 # ---------------------------------------------------------------------------- COPY reference
 
 
@@ -615,6 +643,7 @@ __all__ = [
     "owned_rows_sql",
     "pg_settle",
     "pymysql_connect",
+    "run_dialects",
     "scratch_database",
     "seed_session_any",
     "current_rss_mb",
