@@ -200,7 +200,6 @@ def test_daemon_restores_requested_backups(stack: Stack, capsys) -> None:
 
 
 def test_daemon_backs_up_marked_sessions(stack: Stack) -> None:
-    pytest.importorskip("htd_pipelines.sensors.deletion_marker")
     marked = stack.ids[2:5]
     assert len(session_rows(stack.engine, marked)["process_session"]) == 3
     with stack.engine.begin() as conn:
