@@ -20,11 +20,19 @@ class JobFailed(RuntimeError):
 
 
 def dagster_home() -> Path:
-    """DAGSTER_HOME; by default the working folder if it has dagster.yaml, else .htd/dagster."""
+    """DAGSTER_HOME; by default the working folder if it has dagster.yaml, else .htd/dagster
+    (given a dagster.yaml of its own the first time: local storage, no telemetry)."""
     if not os.environ.get("DAGSTER_HOME"):
         cwd = Path.cwd()
         home = cwd if (cwd / "dagster.yaml").exists() else settings.htd_home() / "dagster"
         os.environ["DAGSTER_HOME"] = str(home)
+        home.mkdir(parents=True, exist_ok=True)
+        config = home / "dagster.yaml"
+        if not config.exists():
+            config.write_text(
+                "# written by htd-pipelines: the local default instance\n"
+                "telemetry:\n  enabled: false\n"
+            )
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     return home

@@ -114,6 +114,7 @@ def test_demo_command_on_the_embedded_default(tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("source rows deleted") == 2
+    assert proc.stderr.strip() == ""  # no Dagster event lines, no telemetry banner
     assert (tmp_path / ".htd" / "demo.sqlite").exists()
     assert list((tmp_path / ".htd" / "snapshots" / "inst").glob("*/v000001/manifest.json"))
     listed = subprocess.run(
