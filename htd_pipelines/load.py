@@ -13,9 +13,11 @@ with HTD_FAST_PATH=0) use batched executemany INSERTs and a server-side cursor.
 from __future__ import annotations
 
 import binascii
+import hashlib
 import io
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -122,22 +124,90 @@ def _binary_encoder(conn: Connection, tplan: TablePlan, schema: pa.Schema):  # n
     return pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(schema, encoders)
 
 
-def _copy_in_binary(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
+@dataclass(frozen=True)
+class SentRows:
+    """What a COPY (FORMAT binary) sent: its columns and the sha256 of the whole stream.
+
+    PostgreSQL's `COPY (SELECT those columns ... ORDER BY key) TO STDOUT (FORMAT binary)`
+    gives back the very same bytes when every row holds exactly the values sent, in the same
+    order (the rows are sent in key order): `same_as_sent` compares the two digests, so that
+    the read-back of a restore decodes nothing when nothing changed."""
+
+    columns: tuple[str, ...]
+    sha256: str
+
+
+def _in_key_order(table: pa.Table, key: list[str]) -> pa.Table:
+    """`table` sorted by its key (as PostgreSQL orders it: byte order for text, see
+    _order_by), unless it already is (checked cheaply for a single integer key)."""
+    if table.num_rows < 2:
+        return table
+    if len(key) == 1 and pa.types.is_integer(table.schema.field(key[0]).type):
+        values = table.column(key[0]).to_numpy()
+        if bool((values[1:] > values[:-1]).all()):
+            return table
+    return sort_by_key(table, key)
+
+
+def _order_by(tplan: TablePlan) -> list:
+    """The key columns for ORDER BY, text ones in the "C" collation (byte order, as Arrow's)."""
+    out = []
+    for name in tplan.primary_key:
+        col = tplan.table.c[name]
+        out.append(col.collate("C") if isinstance(col.type, sa.String) else col)
+    return out
+
+
+def _copy_in_binary(conn: Connection, tplan: TablePlan, table: pa.Table) -> SentRows:
+    table = _in_key_order(table, list(tplan.primary_key))
     name, cols = _quote(conn, tplan, table.column_names)
     encoder = _binary_encoder(conn, tplan, table.schema)
     raw = conn.connection.driver_connection
     sql = f"COPY {name} ({cols}) FROM STDIN (FORMAT binary)"
+    digest = hashlib.sha256()
     with raw.cursor() as cur, cur.copy(sql) as copy:
-        copy.write(encoder.write_header())
-        for batch in table.to_batches(max_chunksize=COPY_CHUNK_ROWS):
-            copy.write(encoder.write_batch(batch))
-        copy.write(encoder.finish())
+        for data in _binary_stream(encoder, table):
+            digest.update(data)
+            copy.write(data)
+    return SentRows(tuple(table.column_names), digest.hexdigest())
 
 
-def _copy_in(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
+def _binary_stream(encoder, table: pa.Table) -> Iterator[bytes]:  # noqa: ANN001
+    yield encoder.write_header()
+    for batch in table.to_batches(max_chunksize=COPY_CHUNK_ROWS):
+        yield encoder.write_batch(batch)
+    yield encoder.finish()
+
+
+def same_as_sent(conn: Connection, tplan: TablePlan, ids: list, sent: SentRows) -> bool:
+    """Whether the sessions' rows now in the table are byte for byte what `sent` wrote: the
+    table's binary COPY of those columns in key order hashes to the same sha256."""
+    table = tplan.table
+    stmt = (
+        sa.select(*[table.c[c] for c in sent.columns])
+        .where(tplan.where_owned())
+        .order_by(*_order_by(tplan))
+        .params(ids=ids)
+    )
+    sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    raw = conn.connection.driver_connection
+    digest = hashlib.sha256()
+    pending: list[bytes] = []
+    size = 0
+    with raw.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT binary)") as copy:
+        for chunk in copy:
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= READ_BLOCK_BYTES:
+                digest.update(b"".join(pending))
+                pending, size = [], 0
+    digest.update(b"".join(pending))
+    return digest.hexdigest() == sent.sha256
+
+
+def _copy_in(conn: Connection, tplan: TablePlan, table: pa.Table) -> SentRows | None:
     if binary_copy_types(conn, tplan, table.schema):
-        _copy_in_binary(conn, tplan, table)
-        return
+        return _copy_in_binary(conn, tplan, table)
     name, cols = _quote(conn, tplan, table.column_names)
     raw = conn.connection.driver_connection
     options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
@@ -146,6 +216,7 @@ def _copy_in(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
             buf = io.BytesIO()
             pacsv.write_csv(_csv_ready(table.slice(start, COPY_CHUNK_ROWS)), buf, options)
             copy.write(buf.getbuffer())
+    return None
 
 
 def _python_rows(table: pa.Table) -> Iterator[list[dict]]:
@@ -178,19 +249,26 @@ def _writable(tplan: TablePlan, table: pa.Table) -> pa.Table:
     return table.drop_columns(computed) if computed else table
 
 
-def insert_rows(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
-    """Insert every row of `table` (snapshot schema) into the plan's table, keys included."""
+def insert_rows(conn: Connection, tplan: TablePlan, table: pa.Table) -> SentRows | None:
+    """Insert every row of `table` (snapshot schema) into the plan's table, keys included.
+
+    Returns what a binary COPY sent when every column of the snapshot was sent that way (for
+    `same_as_sent`); None otherwise (the read-back then compares decoded values)."""
     if table.num_rows == 0:
-        return
-    table = _writable(tplan, table)
+        return None
+    writable = _writable(tplan, table)
+    sent = None
     if use_copy(conn):
-        _copy_in(conn, tplan, table)
+        sent = _copy_in(conn, tplan, writable)
+        if writable.num_columns != table.num_columns:  # generated columns: compare decoded
+            sent = None
     elif fast_path_enabled() and load_mysql.available(conn):
-        load_mysql.load_data(conn, tplan, table)
+        load_mysql.load_data(conn, tplan, writable)
     else:
-        _executemany(conn, tplan, table)
+        _executemany(conn, tplan, writable)
     if conn.dialect.name == "postgresql":
         _advance_sequences(conn, tplan)
+    return sent
 
 
 def _advance_sequences(conn: Connection, tplan: TablePlan) -> None:

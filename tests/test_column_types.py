@@ -187,3 +187,32 @@ def test_binary_copy_is_chosen_only_for_types_it_writes_exactly(typed_env, diale
         assert chosen == {"t_root": True, "t_plain": True, "t_other": False}
     else:
         assert chosen == {"t_root": False, "t_plain": False, "t_other": False}
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_the_binary_read_back_sees_any_changed_value(typed_env, dialect) -> None:
+    """PostgreSQL's restore compares the read-back bytes of a binary-COPY table with what it
+    sent (load.same_as_sent) before decoding anything: equal only when every value is."""
+    from htd_pipelines.plan import resolve_type
+
+    env = typed_env
+    rtype = resolve_type(env.engine, load_registry(env.relations_file).get("holder"))
+    plain = next(t for t in rtype.tables if t.name == "t_plain")
+    with env.engine.connect() as conn:
+        rows = load.read_rows(conn, plain, [1])
+    with env.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM t_plain WHERE root_id = 1"))
+        sent = load.insert_rows(conn, plain, rows)
+        assert sent is not None and load.same_as_sent(conn, plain, [1], sent)
+        for change in (
+            "UPDATE t_plain SET n = n + 0.000001 WHERE id = 11",
+            "UPDATE t_plain SET tstz = tstz + interval '1 microsecond' WHERE id = 11",
+            'UPDATE t_plain SET j = \'{"a": [1, 2.5, null], "ü": "中文 "}\' WHERE id = 11',
+            "UPDATE t_plain SET v = NULL WHERE id = 13",
+        ):
+            savepoint = conn.begin_nested()
+            conn.execute(sa.text(change))
+            assert not load.same_as_sent(conn, plain, [1], sent), change
+            savepoint.rollback()
+        assert load.same_as_sent(conn, plain, [1], sent)
+        conn.rollback()
