@@ -149,12 +149,12 @@ def _in_key_order(table: pa.Table, key: list[str]) -> pa.Table:
     return sort_by_key(table, key)
 
 
-def _order_by(tplan: TablePlan) -> list:
+def _order_by(tplan: TablePlan, columns) -> list:  # noqa: ANN001 - a column collection
     """The key columns for ORDER BY, text ones in the "C" collation (byte order, as Arrow's)."""
     out = []
     for name in tplan.primary_key:
-        col = tplan.table.c[name]
-        out.append(col.collate("C") if isinstance(col.type, sa.String) else col)
+        col = columns[name]
+        out.append(col.collate("C") if isinstance(tplan.table.c[name].type, sa.String) else col)
     return out
 
 
@@ -182,26 +182,18 @@ def _binary_stream(encoder, table: pa.Table) -> Iterator[bytes]:  # noqa: ANN001
 def same_as_sent(conn: Connection, tplan: TablePlan, ids: list, sent: SentRows) -> bool:
     """Whether the sessions' rows now in the table are byte for byte what `sent` wrote: the
     table's binary COPY of those columns in key order hashes to the same sha256."""
-    table = tplan.table
+    rows = tplan.select_rows().subquery()  # the extract's own query (and plan)
     stmt = (
-        sa.select(*[table.c[c] for c in sent.columns])
-        .where(tplan.where_owned())
-        .order_by(*_order_by(tplan))
+        sa.select(*[rows.c[c] for c in sent.columns])
+        .order_by(*_order_by(tplan, rows.c))
         .params(ids=ids)
     )
     sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
     raw = conn.connection.driver_connection
     digest = hashlib.sha256()
-    pending: list[bytes] = []
-    size = 0
     with raw.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT binary)") as copy:
-        for chunk in copy:
-            pending.append(chunk)
-            size += len(chunk)
-            if size >= READ_BLOCK_BYTES:
-                digest.update(b"".join(pending))
-                pending, size = [], 0
-    digest.update(b"".join(pending))
+        for chunk in copy:  # one row each; hashed at once, not kept (each holds a libpq buffer)
+            digest.update(chunk)
     return digest.hexdigest() == sent.sha256
 
 
