@@ -182,10 +182,11 @@ def _binary_stream(encoder, table: pa.Table) -> Iterator[bytes]:  # noqa: ANN001
 def same_as_sent(conn: Connection, tplan: TablePlan, ids: list, sent: SentRows) -> bool:
     """Whether the sessions' rows now in the table are byte for byte what `sent` wrote: the
     table's binary COPY of those columns in key order hashes to the same sha256."""
-    rows = tplan.select_rows().subquery()  # the extract's own query (and plan)
+    table = tplan.table  # the stored columns as they are (the extract casts some to text)
     stmt = (
-        sa.select(*[rows.c[c] for c in sent.columns])
-        .order_by(*_order_by(tplan, rows.c))
+        sa.select(*[table.c[c] for c in sent.columns])
+        .where(tplan.where_owned())
+        .order_by(*_order_by(tplan, table.c))
         .params(ids=ids)
     )
     sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
