@@ -185,13 +185,14 @@ def measure_phases(engine, url: str, rtype, manifest, ids: list, repeat: int) ->
         if original_seq is not None:
             seq_timer = load._advance_sequences = _Timer(original_seq)
         try:
+            sent: dict = {}
             with engine.connect() as conn:
                 trans = conn.begin()
                 for tplan in rtype.tables:  # parents first
                     data = tables[tplan.name]
                     before = seq_timer.seconds if seq_timer else 0.0
                     t0 = time.perf_counter()
-                    load.insert_rows(conn, tplan, data)
+                    sent[tplan.name] = load.insert_rows(conn, tplan, data)
                     ins = time.perf_counter() - t0
                     rep["tables"][tplan.name] = {
                         "rows": data.num_rows,
@@ -201,6 +202,14 @@ def measure_phases(engine, url: str, rtype, manifest, ids: list, repeat: int) ->
                 for tplan in rtype.tables:
                     data = tables[tplan.name]
                     key = list(tplan.primary_key)
+                    same = getattr(load, "same_as_sent", None)
+                    was = sent.get(tplan.name)
+                    if same is not None and was is not None:
+                        # what restore_backup does first: the binary read-back, byte compare
+                        t0 = time.perf_counter()
+                        equal = same(conn, tplan, ids, was)
+                        rep["tables"][tplan.name]["binary_compare_s"] = time.perf_counter() - t0
+                        rep["tables"][tplan.name]["binary_equal"] = equal
                     t0 = time.perf_counter()
                     actual = load.read_rows(conn, tplan, ids)
                     t1 = time.perf_counter()
@@ -260,9 +269,23 @@ def measure_phases(engine, url: str, rtype, manifest, ids: list, repeat: int) ->
     for key in per_key:
         for name, v in best(key).items():
             per_table[name][key] = v
+    for name, v in best("binary_compare_s").items():
+        per_table[name]["binary_compare_s"] = v
+        per_table[name]["binary_equal"] = all(r["tables"][name].get("binary_equal") for r in reps)
+    for t in per_table.values():
+        # what restore_backup's read-back costs: the byte compare where the bytes are equal,
+        # else (or without it) the decoded read-back, align and compare
+        decoded = sum(t.get(k) or 0.0 for k in ("read_rows_s", "sort_s", "compare_s"))
+        t["verify_s"] = (t.get("binary_compare_s") or 0.0) + (
+            0.0 if t.get("binary_equal") else decoded
+        )
+    per_key.append("verify_s")
+    per_key.append("binary_compare_s")
 
     def total(key: str) -> float | None:
         vals = [t.get(key) for t in per_table.values()]
+        if key == "binary_compare_s":
+            vals = [v or 0.0 for v in vals]
         return None if any(v is None for v in vals) else sum(vals)
 
     return {
@@ -701,21 +724,24 @@ def report(r: dict) -> bool:
                 )
         if pg and tot.get("sequences_s") is not None:
             lines.append(("  advance sequences", tot["sequences_s"]))
-        lines.append(("read_rows (read-back)", tot["read_rows_s"]))
+        lines.append(("read-back as restore_backup does it", tot["verify_s"]))
+        if tot.get("binary_compare_s"):
+            equal = sum(1 for t in ph["per_table"].values() if t.get("binary_equal"))
+            lines.append(
+                (
+                    f"  binary COPY out, byte compare ({equal}/{len(ph['per_table'])} equal)",
+                    tot["binary_compare_s"],
+                )
+            )
+        lines.append(("info: decoded read-back (the fallback): read_rows", tot["read_rows_s"]))
         if tot.get("copy_out_drain_s") is not None:
             lines.append(("  COPY TO STDOUT csv, received only", tot["copy_out_drain_s"]))
             lines.append(("  CSV parse + cast", tot["read_rows_s"] - tot["copy_out_drain_s"]))
         lines += [
-            ("align/sort by key (snapshot + read-back)", tot["sort_s"]),
-            ("differences (compare)", tot["compare_s"]),
+            ("  align/sort by key (snapshot + read-back)", tot["sort_s"]),
+            ("  differences (compare)", tot["compare_s"]),
         ]
-        top = [
-            ph["load_snapshot_s"],
-            tot["insert_s"],
-            tot["read_rows_s"],
-            tot["sort_s"],
-            tot["compare_s"],
-        ]
+        top = [ph["load_snapshot_s"], tot["insert_s"], tot["verify_s"]]
         phase_sum = sum(v for v in top if v is not None)
         lines += [
             ("sum of the phases", phase_sum),
