@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
@@ -122,3 +123,17 @@ def python_value(value: object, arrow: pa.DataType) -> object:
     if pa.types.is_binary(arrow) and isinstance(value, memoryview | bytearray):
         return bytes(value)
     return value
+
+
+def value_bytes(arr: pa.Array) -> tuple[np.ndarray, memoryview]:
+    """A string or binary array's values laid end to end, without copying: (offsets, data),
+    offsets (len + 1 of them, starting at 0) into data. Slices and large types included."""
+    large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
+    dtype, width = (np.int64, 8) if large else (np.int32, 4)
+    offsets = np.frombuffer(
+        arr.buffers()[1], dtype=dtype, count=len(arr) + 1, offset=arr.offset * width
+    )
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    buffer = arr.buffers()[2]
+    data = memoryview(buffer)[lo:hi] if buffer is not None else memoryview(b"")
+    return offsets - lo, data

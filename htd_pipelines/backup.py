@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from htd_pipelines import catalog
+from htd_pipelines.arrow_types import value_bytes
 from htd_pipelines.extract import prefetch, stream_batches
 from htd_pipelines.manifest import MANIFEST_FILE, Manifest, TableManifest
 from htd_pipelines.markers import claim_markers, finish_claims
@@ -197,14 +198,22 @@ def pk_digest(keys: pa.Table) -> str:
         cols = [pc.cast(keys[c], pa.string()) for c in keys.column_names]
         text = pc.binary_join_element_wise(*cols, "\x1f") if len(cols) > 1 else cols[0]
         text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
-        offsets = np.frombuffer(
-            text.buffers()[1], dtype=np.int32, count=len(text) + 1, offset=text.offset * 4
-        )
+        offsets, data = value_bytes(text)
         h.update(np.diff(offsets).astype("<i4").tobytes())
-        data = text.buffers()[2]
-        if data is not None:
-            h.update(memoryview(data)[int(offsets[0]) : int(offsets[-1])])
+        h.update(data)
     return h.hexdigest()
+
+
+def file_reference(column: str, key: list[str], found: pa.Table) -> dict:
+    """The manifest's entry for one remote-file column: the rows' keys and urls side by side
+    (`found`: the rows whose `column` holds a url)."""
+    key_lists = [found.column(c).to_pylist() for c in key]
+    return {
+        "column": column,
+        "key_columns": key,
+        "keys": key_lists[0] if len(key) == 1 else [list(k) for k in zip(*key_lists, strict=True)],
+        "urls": found.column(column).to_pylist(),
+    }
 
 
 class _Capture:
@@ -242,18 +251,7 @@ class _Capture:
             parts = [b for c, b in self.files if c == col]
             if not parts:
                 continue
-            found = pa.Table.from_batches(parts)
-            key_lists = [found.column(c).to_pylist() for c in pk]
-            refs.append(
-                {
-                    "column": col,
-                    "key_columns": pk,
-                    "keys": key_lists[0]
-                    if len(pk) == 1
-                    else [list(k) for k in zip(*key_lists, strict=True)],
-                    "urls": found.column(col).to_pylist(),
-                }
-            )
+            refs.append(file_reference(col, pk, pa.Table.from_batches(parts)))
         return written, pk_digest(keys), refs
 
 

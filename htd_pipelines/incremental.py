@@ -36,11 +36,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from htd_pipelines import catalog, settings
+from htd_pipelines.arrow_types import value_bytes
 from htd_pipelines.backup import (
     BackupError,
     backup_sessions,
     coerce_ids,
     existing_ids,
+    file_reference,
     pk_digest,
 )
 from htd_pipelines.catalog import BackupRecord
@@ -115,13 +117,9 @@ def row_digest(table: pa.Table, key: Sequence[str]) -> str:
         data = pc.fill_null(data, pa.scalar(b"", pa.large_binary()))
         if isinstance(data, pa.ChunkedArray):
             data = data.combine_chunks()
-        offsets = np.frombuffer(
-            data.buffers()[1], dtype=np.int64, count=len(data) + 1, offset=data.offset * 8
-        )
+        offsets, values = value_bytes(data)
         h.update(np.diff(offsets).astype("<i8").tobytes())
-        buf = data.buffers()[2]
-        if buf is not None:
-            h.update(memoryview(buf)[int(offsets[0]) : int(offsets[-1])])
+        h.update(values)
     return h.hexdigest()
 
 
@@ -467,19 +465,8 @@ def _file_refs(tplan: TablePlan, rows: pa.Table) -> list[dict]:
     refs = []
     for col in tplan.rule.files:
         found = rows.filter(pc.is_valid(rows.column(col)))
-        if not found.num_rows:
-            continue
-        key_lists = [found.column(c).to_pylist() for c in key]
-        refs.append(
-            {
-                "column": col,
-                "key_columns": key,
-                "keys": key_lists[0]
-                if len(key) == 1
-                else [list(k) for k in zip(*key_lists, strict=True)],
-                "urls": found.column(col).to_pylist(),
-            }
-        )
+        if found.num_rows:
+            refs.append(file_reference(col, key, found))
     return refs
 
 

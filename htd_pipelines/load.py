@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from htd_pipelines import load_mysql
+from htd_pipelines.arrow_types import value_bytes
 from htd_pipelines.extract import fast_path_enabled, output_schema, rel_arrow_type, stream_batches
 from htd_pipelines.plan import REL_COLUMN, TablePlan
 
@@ -294,11 +295,9 @@ def _unhex(col: pa.ChunkedArray) -> pa.Array:
     """bytea text (\\x + hex) to binary, vectorized: one unhexlify over the whole column."""
     arr = pc.utf8_slice_codeunits(col.combine_chunks(), 2)  # drop the \x prefix
     n = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + n + 1]
-    data = arr.buffers()[2]
-    lo, hi = int(offsets[0]), int(offsets[-1])
-    raw = binascii.unhexlify(memoryview(data)[lo:hi]) if data is not None and hi > lo else b""
-    new_offsets = ((offsets - lo) // 2).astype(np.int32)
+    offsets, data = value_bytes(arr)
+    raw = binascii.unhexlify(data) if len(data) else b""
+    new_offsets = (offsets // 2).astype(np.int32)
     buffers = [None, pa.py_buffer(new_offsets), pa.py_buffer(raw)]
     out = pa.Array.from_buffers(pa.binary(), n, buffers)
     if arr.null_count:

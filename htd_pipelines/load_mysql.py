@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy.engine import Connection
 
+from htd_pipelines.arrow_types import value_bytes
 from htd_pipelines.plan import TablePlan
 
 CHUNK_ROWS = 200_000
@@ -55,11 +56,9 @@ def available(conn: Connection) -> bool:
 def _hex(arr: pa.Array) -> pa.Array:
     """binary -> its hex text, in one pass over the whole buffer."""
     n = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + n + 1]
-    data = arr.buffers()[2]
-    lo, hi = int(offsets[0]), int(offsets[-1])
-    text = binascii.hexlify(memoryview(data)[lo:hi]) if data is not None and hi > lo else b""
-    new_offsets = ((offsets - lo) * 2).astype(np.int32)
+    offsets, data = value_bytes(arr)
+    text = binascii.hexlify(data) if len(data) else b""
+    new_offsets = (offsets * 2).astype(np.int32)
     out = pa.Array.from_buffers(
         pa.string(), n, [None, pa.py_buffer(new_offsets), pa.py_buffer(text)]
     )
@@ -91,9 +90,7 @@ def _lines(batch: pa.RecordBatch) -> bytes:
     fields = [pc.fill_null(_text(col), "\\N") for col in batch.columns]
     rows = pc.binary_join_element_wise(*fields, "\t") if len(fields) > 1 else fields[0]
     rows = pc.binary_join_element_wise(rows, "", "\n")  # "row" + "\n" + ""
-    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32)
-    offsets = offsets[rows.offset : rows.offset + len(rows) + 1]
-    return bytes(memoryview(rows.buffers()[2])[int(offsets[0]) : int(offsets[-1])])
+    return bytes(value_bytes(rows)[1])
 
 
 def load_data(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
