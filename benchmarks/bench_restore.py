@@ -131,9 +131,10 @@ def _encode_s(conn, tplan, table) -> float | None:  # noqa: ANN001
     chunk = getattr(load, "COPY_CHUNK_ROWS", None)
     if chunk is None:
         return None
-    binary = getattr(load, "binary_copy_types", None)
-    if binary is not None and binary(conn, tplan, table.schema):
-        encoder = load._binary_encoder(conn, tplan, table.schema)
+    binary_types = getattr(load, "_binary_types", None)
+    types = binary_types(conn, tplan, table.schema) if binary_types is not None else None
+    if types is not None:
+        encoder = load._binary_encoder(table.schema, types)
         t0 = time.perf_counter()
         encoder.write_header()
         for batch in table.to_batches(max_chunksize=chunk):

@@ -94,29 +94,36 @@ def _column_types(conn: Connection, tplan: TablePlan) -> dict[str, tuple[str, st
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
-def binary_copy_types(conn: Connection, tplan: TablePlan, schema: pa.Schema) -> bool:
-    """Whether every column can go through COPY (FORMAT binary) with pgpq's encoding."""
+def _binary_types(conn: Connection, tplan: TablePlan, schema: pa.Schema) -> dict[str, str] | None:
+    """column -> PostgreSQL type name when every column can go through COPY (FORMAT binary)
+    with pgpq's encoding; None when one cannot."""
     types = _column_types(conn, tplan)
+    out = {}
     for field in schema:
         typname, typtype = types.get(field.name, ("", ""))
         expected = _BINARY_ARROW.get(typname) if typtype == "b" else None
         if expected is None:
-            return False
+            return None
         ok = expected(field.type) if callable(expected) else field.type == expected
         if not ok:
-            return False
-    return True
+            return None
+        out[field.name] = typname
+    return out
 
 
-def _binary_encoder(conn: Connection, tplan: TablePlan, schema: pa.Schema):  # noqa: ANN202
+def binary_copy_types(conn: Connection, tplan: TablePlan, schema: pa.Schema) -> bool:
+    """Whether every column can go through COPY (FORMAT binary) with pgpq's encoding."""
+    return _binary_types(conn, tplan, schema) is not None
+
+
+def _binary_encoder(schema: pa.Schema, types: dict[str, str]):  # noqa: ANN202
     import pgpq
     import pgpq.encoders
     import pgpq.schema
 
-    types = _column_types(conn, tplan)
     encoders = {}
     for field in schema:
-        if types[field.name][0] == "jsonb":
+        if types[field.name] == "jsonb":
             encoders[field.name] = pgpq.encoders.StringEncoderBuilder.new_with_output(
                 field, pgpq.schema.Jsonb()
             )
@@ -159,10 +166,12 @@ def _order_by(tplan: TablePlan, columns) -> list:  # noqa: ANN001 - a column col
     return out
 
 
-def _copy_in_binary(conn: Connection, tplan: TablePlan, table: pa.Table) -> SentRows:
+def _copy_in_binary(
+    conn: Connection, tplan: TablePlan, table: pa.Table, types: dict[str, str]
+) -> SentRows:
     table = _in_key_order(table, list(tplan.primary_key))
     name, cols = _quote(conn, tplan, table.column_names)
-    encoder = _binary_encoder(conn, tplan, table.schema)
+    encoder = _binary_encoder(table.schema, types)
     raw = conn.connection.driver_connection
     sql = f"COPY {name} ({cols}) FROM STDIN (FORMAT binary)"
     digest = hashlib.sha256()
@@ -200,8 +209,9 @@ def same_as_sent(conn: Connection, tplan: TablePlan, ids: list, sent: SentRows) 
 
 
 def _copy_in(conn: Connection, tplan: TablePlan, table: pa.Table) -> SentRows | None:
-    if binary_copy_types(conn, tplan, table.schema):
-        return _copy_in_binary(conn, tplan, table)
+    types = _binary_types(conn, tplan, table.schema)
+    if types is not None:
+        return _copy_in_binary(conn, tplan, table, types)
     name, cols = _quote(conn, tplan, table.column_names)
     raw = conn.connection.driver_connection
     options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
