@@ -51,15 +51,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import Row  # noqa: E402
+from common import Row, log  # noqa: E402
 
 TYPE_NAME = "inst"
 TARGET_RATIO = 0.9  # encrypted rows/s >= 0.9 x plain rows/s (backup and restore)
 DEFAULT_ROWS = {"postgresql": 1_000_000, "mariadb": 200_000}
 KEY_ID = "bench"
 VARIANTS = ("plain", "encrypted")  # the order of every round
-QUIET_WAIT_S = 60.0  # default --quiet-wait
-QUIET_MIN_ROWS = 100_000  # below this (smoke runs) the default is not to wait
 
 
 # ---------------------------------------------------------------------------- set-up
@@ -451,20 +449,15 @@ def report(r: dict) -> bool:
         f"  restore s: plain {runs(s['plain'])}; encrypted {runs(s['encrypted'])}\n"
         f"  seed {r['seed_s']:.1f} s; total {r['total_s']:.1f} s"
     )
-    waits = [
-        run["quiet"]
-        for part in (b, s)
-        for v in VARIANTS
-        for run in part[v]["runs"]
-        if run.get("quiet")
-    ]
-    if waits:
-        noisy = sum(1 for q in waits if q["quiet"] is False)
-        print(
-            f"  idle host before timed runs: {len(waits) - noisy} of {len(waits)} "
-            f"(waited up to {max(q['waited_s'] for q in waits):.0f} s)"
-            + (f"; {noisy} started on a busy host: timings are noisy" if noisy else "")
-        )
+    common.print_quiet(
+        [
+            run["quiet"]
+            for part in (b, s)
+            for v in VARIANTS
+            for run in part[v]["runs"]
+            if run.get("quiet")
+        ]
+    )
     for v in VARIANTS:
         corrected = [run["corrected"] for run in s[v]["runs"] if run["corrected"]]
         if corrected:
@@ -472,43 +465,19 @@ def report(r: dict) -> bool:
     return ok
 
 
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument(
-        "--rows",
-        type=int,
-        help="rows in the seeded session (default: 1,000,000 on postgresql, 200,000 on mariadb)",
-    )
-    p.add_argument("--dialect", choices=["postgresql", "mariadb", "both"], default="postgresql")
-    p.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
+    p = common.dialect_parser(__doc__)
     p.add_argument(
         "--repeat", type=int, default=3, help="timed rounds (plain + encrypted; best is kept)"
     )
-    p.add_argument(
-        "--quiet-wait",
-        type=float,
-        metavar="S",
-        help="before every timed run wait up to S seconds for the host to be idle\n"
-        "(busy <= 0.25 cores over 1 s); 0: off;\n"
-        f"default {QUIET_WAIT_S:.0f} s, off below {QUIET_MIN_ROWS:,} rows (smoke mode)",
-    )
-    p.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.rows is not None and args.rows < 1:
-        raise SystemExit("--rows must be >= 1")
     if args.repeat < 1:
         raise SystemExit("--repeat must be >= 1")
-    return common.run_dialects(
-        args, DEFAULT_ROWS, measure_dialect, report, QUIET_WAIT_S, QUIET_MIN_ROWS
-    )
+    return common.run_dialects(args, DEFAULT_ROWS, measure_dialect, report)
 
 
 if __name__ == "__main__":

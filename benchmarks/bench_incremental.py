@@ -60,14 +60,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import Row  # noqa: E402
+from common import Row, log  # noqa: E402
 
 TYPE_NAME = "inst"
 TARGET_RATIO = 0.05  # incremental bytes <= 0.05 x full bytes...
 TARGET_CHANGED = 0.01  # ...for 1% of the rows changed (other --changed: no verdict)
 DEFAULT_ROWS = {"postgresql": 1_000_000, "mariadb": 200_000}
-QUIET_WAIT_S = 60.0
-QUIET_MIN_ROWS = 100_000
 SEED = 20240601
 CHUNK = 1_000  # ids per IN (...) list
 
@@ -674,13 +672,7 @@ def report(r: dict) -> bool:
             )
             + " (host - process = database server + anything else running)"
         )
-    waits = [f["quiet"] for _, f in steps if f["quiet"]]
-    if waits:
-        noisy = sum(1 for q in waits if q["quiet"] is False)
-        print(
-            f"  idle host before timed steps: {len(waits) - noisy} of {len(waits)}"
-            + (f"; {noisy} started on a busy host: timings are noisy" if noisy else "")
-        )
+    common.print_quiet([f["quiet"] for _, f in steps if f["quiet"]], runs="steps")
     return ok
 
 
@@ -701,18 +693,8 @@ def _rss(*figs: dict) -> str:
     )
 
 
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument(
-        "--rows",
-        type=int,
-        help="rows in the seeded session (default: 1,000,000 on postgresql, 200,000 on mariadb)",
-    )
-    p.add_argument("--dialect", choices=["postgresql", "mariadb", "both"], default="postgresql")
+    p = common.dialect_parser(__doc__, runs="step")
     p.add_argument(
         "--changed",
         type=float,
@@ -724,27 +706,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="COL",
         help="change-tracking column for protective_backup (default: none, row digests)",
     )
-    p.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
-    p.add_argument(
-        "--quiet-wait",
-        type=float,
-        metavar="S",
-        help="before every timed step wait up to S seconds for the host to be idle\n"
-        f"0: off; default {QUIET_WAIT_S:.0f} s, off below {QUIET_MIN_ROWS:,} rows (smoke mode)",
-    )
-    p.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.rows is not None and args.rows < 1:
-        raise SystemExit("--rows must be >= 1")
     if not 0 < args.changed <= 1:
         raise SystemExit("--changed must be in (0, 1]")
-    return common.run_dialects(
-        args, DEFAULT_ROWS, measure_dialect, report, QUIET_WAIT_S, QUIET_MIN_ROWS
-    )
+    return common.run_dialects(args, DEFAULT_ROWS, measure_dialect, report)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import Row  # noqa: E402
+from common import Row, log  # noqa: E402
 
 TYPE_NAME = "inst"
 TARGET_RATIO = 0.8  # restore rows/s >= 0.8 x reference rows/s (PostgreSQL)
@@ -56,8 +56,6 @@ REFERENCE_NAME = {
     "mariadb": "LOAD DATA LOCAL INFILE",
 }
 COPY_WRITE_BYTES = 8 << 20  # the reference feeds COPY in 8 MiB writes
-QUIET_WAIT_S = 60.0  # default --quiet-wait
-QUIET_MIN_ROWS = 100_000  # below this (smoke runs) the default is not to wait
 
 
 # ---------------------------------------------------------------------------- shared
@@ -779,14 +777,7 @@ def report(r: dict) -> bool:
             f"{', '.join(f'{v:.2f}' for v in res['cpu_cores_restore_all'])} "
             "(host - restore = database server + anything else running)"
         )
-    waits = [q for q in ref.get("quiet", []) + res.get("quiet", []) if q]
-    if waits:
-        noisy = sum(1 for q in waits if q["quiet"] is False)
-        print(
-            f"  idle host before timed runs: {len(waits) - noisy} of {len(waits)} "
-            f"(waited up to {max(q['waited_s'] for q in waits):.0f} s)"
-            + (f"; {noisy} started on a busy host: timings are noisy" if noisy else "")
-        )
+    common.print_quiet([q for q in ref.get("quiet", []) + res.get("quiet", []) if q])
     if res["corrected"]:
         print(f"  note: restore corrected cells after insert: {res['corrected']}")
     if r.get("profile"):
@@ -794,19 +785,8 @@ def report(r: dict) -> bool:
     return ok
 
 
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument(
-        "--rows",
-        type=int,
-        help="rows in the seeded session (default: 1,000,000 on postgresql, 200,000 on mariadb)",
-    )
-    p.add_argument("--dialect", choices=["postgresql", "mariadb", "both"], default="postgresql")
-    p.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
+    p = common.dialect_parser(__doc__)
     p.add_argument("--repeat", type=int, default=3, help="timed repetitions (best is kept)")
     p.add_argument(
         "--no-phases", dest="phases", action="store_false", help="skip the phase breakdown"
@@ -816,15 +796,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="HTML",
         help="pyinstrument-profile one extra, untimed restore (writes HTML and .txt)",
     )
-    p.add_argument(
-        "--quiet-wait",
-        type=float,
-        metavar="S",
-        help="before every timed run wait up to S seconds for the host to be idle\n"
-        "(busy <= 0.25 cores over 1 s; other test suites skew timings on a small host);\n"
-        f"0: off; default {QUIET_WAIT_S:.0f} s, off below {QUIET_MIN_ROWS:,} rows (smoke mode)",
-    )
-    p.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     # internal: the child process entry point
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -837,13 +808,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child_main(args)
         return 0
-    if args.rows is not None and args.rows < 1:
-        raise SystemExit("--rows must be >= 1")
     if args.repeat < 1:
         raise SystemExit("--repeat must be >= 1")
-    return common.run_dialects(
-        args, DEFAULT_ROWS, measure_dialect, report, QUIET_WAIT_S, QUIET_MIN_ROWS
-    )
+    return common.run_dialects(args, DEFAULT_ROWS, measure_dialect, report)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ benchmark stays light and the job runs (and their peak RSS) happen in a child pr
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -327,25 +328,71 @@ def pg_settle(url: str, tables: Sequence[str]) -> float:
     return time.perf_counter() - t0
 
 
+QUIET_WAIT_S = 60.0  # default --quiet-wait of the per-dialect benchmarks
+QUIET_MIN_ROWS = 100_000  # below this (smoke runs) the default is not to wait
+
+
+def log(msg: str) -> None:
+    """A progress line on stderr (stdout holds the figures)."""
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def dialect_parser(description: str | None, runs: str = "run") -> argparse.ArgumentParser:
+    """The options every per-dialect benchmark has (--rows, --dialect, --json, --quiet-wait,
+    --strict); `runs` names what is timed in the --quiet-wait help ("run", "step")."""
+    p = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument(
+        "--rows",
+        type=int,
+        help="rows in the seeded session (default: 1,000,000 on postgresql, 200,000 on mariadb)",
+    )
+    p.add_argument("--dialect", choices=["postgresql", "mariadb", "both"], default="postgresql")
+    p.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        metavar="S",
+        help=f"before every timed {runs} wait up to S seconds for the host to be idle\n"
+        "(busy <= 0.25 cores over 1 s; other test suites skew timings on a small host);\n"
+        f"0: off; default {QUIET_WAIT_S:.0f} s, off below {QUIET_MIN_ROWS:,} rows (smoke mode)",
+    )
+    p.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    return p
+
+
+def print_quiet(waits: list[dict], runs: str = "runs") -> None:
+    """The line saying how many timed runs started on an idle host (wait_for_quiet results)."""
+    if not waits:
+        return
+    noisy = sum(1 for q in waits if q["quiet"] is False)
+    print(
+        f"  idle host before timed {runs}: {len(waits) - noisy} of {len(waits)} "
+        f"(waited up to {max(q['waited_s'] for q in waits):.0f} s)"
+        + (f"; {noisy} started on a busy host: timings are noisy" if noisy else "")
+    )
+
+
 def run_dialects(
-    args,  # noqa: ANN001 - argparse.Namespace with dialect, rows, quiet_wait, json, strict
+    args,  # noqa: ANN001 - argparse.Namespace from dialect_parser
     default_rows: dict[str, int],
     measure,  # noqa: ANN001 - (dialect, rows, args) -> figures
     report,  # noqa: ANN001 - figures -> every target met
-    quiet_wait_s: float,
-    quiet_min_rows: int,
 ) -> int:
     """The main loop of a per-dialect benchmark: measure and report each dialect of
     ``--dialect`` (``both``: PostgreSQL then MariaDB), wait for an idle host only at full size
     unless ``--quiet-wait`` says, write ``--json`` after every dialect (a failure in the next
     keeps these figures); the exit status (1 with ``--strict`` when a target failed)."""
+    if args.rows is not None and args.rows < 1:
+        raise SystemExit("--rows must be >= 1")
     dialects = ["postgresql", "mariadb"] if args.dialect == "both" else [args.dialect]
     results, ok = {}, True
     explicit_wait = args.quiet_wait
     for d in dialects:
         rows = args.rows or default_rows[d]
         if explicit_wait is None:
-            args.quiet_wait = quiet_wait_s if rows >= quiet_min_rows else 0.0
+            args.quiet_wait = QUIET_WAIT_S if rows >= QUIET_MIN_ROWS else 0.0
         results[d] = measure(d, rows, args)
         ok = report(results[d]) and ok
         if args.json:
@@ -644,6 +691,11 @@ __all__ = [
     "pg_settle",
     "pymysql_connect",
     "run_dialects",
+    "QUIET_MIN_ROWS",
+    "QUIET_WAIT_S",
+    "dialect_parser",
+    "log",
+    "print_quiet",
     "scratch_database",
     "seed_session_any",
     "current_rss_mb",
