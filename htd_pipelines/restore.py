@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -22,6 +24,7 @@ from htd_pipelines.load import (
     insert_rows,
     read_rows,
     same_as_sent,
+    sort_by_key,
 )
 from htd_pipelines.manifest import Manifest
 from htd_pipelines.plan import ResolvedType, TablePlan, resolve_type
@@ -295,9 +298,26 @@ class RestoreContext:
     ids: list
 
     def table(self, name: str) -> pa.Table:
-        """One table's rows, read (and checked again) when needed: a restore holds one table
-        of the snapshot in memory at a time, not the whole session."""
+        """One table's rows, read (and checked again) when needed."""
         return read_snapshot_table(self.store, self.manifest, name)
+
+    def sorted_table(self, tplan: TablePlan) -> pa.Table:
+        """One table's rows in key order, the order they are inserted in (load.sort_by_key)."""
+        return sort_by_key(self.table(tplan.name), list(tplan.primary_key))
+
+    def tables_read_ahead(self) -> Iterator[tuple[TablePlan, pa.Table]]:
+        """Each table of the type with its rows in key order, parents first. While the caller
+        inserts one (the database's work: the client mostly waits), the next table's file is
+        read, checked, decoded and sorted in a worker thread. A restore holds at most two
+        tables of the snapshot in memory, not the whole session."""
+        plans = list(self.rtype.tables)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htd-read-ahead") as pool:
+            ahead: Future[pa.Table] | None = None
+            for i, tplan in enumerate(plans):
+                data = ahead.result() if ahead is not None else self.sorted_table(tplan)
+                ahead = pool.submit(self.sorted_table, plans[i + 1]) if i + 1 < len(plans) else None
+                yield tplan, data
+                del data
 
 
 def prepare(
@@ -407,8 +427,7 @@ def restore_backup(
             if claiming:
                 _claim(conn, ctx.record, uid, run_id)
             integrity = (sa.exc.IntegrityError, conn.dialect.dbapi.IntegrityError)
-            for tplan in ctx.rtype.tables:  # parents first
-                data = ctx.table(tplan.name)
+            for tplan, data in ctx.tables_read_ahead():  # parents first
                 if tplan.rule.primary_key:  # declared key: no constraint guards duplicates
                     hits = find_conflicts(conn, tplan, data)
                     if hits:

@@ -216,3 +216,35 @@ def test_the_binary_read_back_sees_any_changed_value(typed_env, dialect) -> None
             savepoint.rollback()
         assert load.same_as_sent(conn, plain, [1], sent)
         conn.rollback()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_the_read_back_digest_reads_every_row_and_reports_server_errors(typed_env, dialect) -> None:
+    """The read-back's low-level COPY reader hashes exactly the bytes psycopg's Copy yields;
+    a query failing on the server mid-copy raises its own error, and the transaction goes on after
+    a rollback to its savepoint."""
+    import hashlib
+
+    import psycopg
+
+    env = typed_env
+    with env.engine.begin() as conn:
+        raw = conn.connection.driver_connection
+        sql = "COPY (SELECT g, repeat('x', g % 50) FROM generate_series(1, 20000) g) TO STDOUT"
+        expected = hashlib.sha256()
+        with raw.cursor() as cur, cur.copy(sql + " (FORMAT binary)") as copy:
+            for chunk in copy:
+                expected.update(chunk)
+        assert load._copy_out_sha256(raw.pgconn, sql + " (FORMAT binary)") == expected.hexdigest()
+        failing = "COPY (SELECT 1 / (20000 - g) FROM generate_series(1, 30000) g) TO STDOUT"
+        for bad, error, message in (
+            (failing, psycopg.errors.DivisionByZero, "division by zero"),
+            ("COPY no_such_table TO STDOUT", psycopg.errors.UndefinedTable, "no_such_table"),
+        ):
+            savepoint = conn.begin_nested()
+            with pytest.raises(error, match=message):
+                load._copy_out_sha256(raw.pgconn, bad)
+            savepoint.rollback()
+        assert load._copy_out_sha256(raw.pgconn, sql + " (FORMAT binary)") == expected.hexdigest()
+        assert conn.execute(sa.text("SELECT count(*) FROM t_plain")).scalar() > 0
+        conn.rollback()
