@@ -33,7 +33,7 @@ from htd_pipelines.extract import fast_path_enabled, output_schema, rel_arrow_ty
 from htd_pipelines.plan import REL_COLUMN, TablePlan
 
 INSERT_BATCH_ROWS = 5_000
-COPY_CHUNK_ROWS = 200_000
+COPY_CHUNK_ROWS = 20_000  # small: the server starts on a table after one chunk is encoded
 
 
 def use_copy(conn: Connection) -> bool:
@@ -314,7 +314,34 @@ def insert_rows(conn: Connection, tplan: TablePlan, table: pa.Table) -> SentRows
         _executemany(conn, tplan, writable)
     if conn.dialect.name == "postgresql":
         _advance_sequences(conn, tplan)
+        _refresh_statistics(conn, tplan, table.num_rows)
     return sent
+
+
+ANALYZE_MIN_ROWS = 1_000
+
+
+def _refresh_statistics(conn: Connection, tplan: TablePlan, inserted: int) -> None:
+    """ANALYZE a table the insert has more than doubled, inside the transaction (it samples
+    the transaction's own new rows). What follows in the restore (the read-back, which joins a
+    child to its parents) is planned from the statistics: a table emptied and vacuumed keeps
+    its pages with `reltuples` 0, the planner then expects one row where a million are, and a
+    nested loop over two such tables is quadratic (hours, not seconds)."""
+    if inserted < ANALYZE_MIN_ROWS:
+        return
+    name = conn.dialect.identifier_preparer.format_table(tplan.table)
+    known = conn.execute(
+        sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"), {"t": name}
+    ).scalar()
+    if known is None or inserted > known:
+        # a small sample is enough to know the row counts; autovacuum analyzes it properly
+        # once the rows are committed (they are many more than its threshold)
+        target = conn.execute(sa.text("SHOW default_statistics_target")).scalar()
+        conn.execute(sa.text("SELECT set_config('default_statistics_target', '10', true)"))
+        conn.execute(sa.text(f"ANALYZE {name}"))
+        conn.execute(
+            sa.text("SELECT set_config('default_statistics_target', :v, true)"), {"v": target}
+        )
 
 
 def _advance_sequences(conn: Connection, tplan: TablePlan) -> None:

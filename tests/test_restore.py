@@ -367,3 +367,35 @@ def test_round_trip_on_the_portable_path(env, monkeypatch) -> None:
     result = run_restore(env, backup_id)
     assert result.success, failure_message(result)
     assert state(env) == before
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_restore_into_tables_the_planner_thinks_empty(monkeypatch, db_url, tmp_path) -> None:
+    """A table emptied and vacuumed keeps its pages with `reltuples` 0: planned from that, the
+    read-back's join of task_log to session_task is a nested loop over both, quadratic in
+    the session's size. The restore ANALYZEs the tables it more than doubles, in its own
+    transaction, so the planner knows the rows are there."""
+    from htd_pipelines.demo.seed import seed_large_session
+    from htd_pipelines.load import ANALYZE_MIN_ROWS
+
+    env = make_env(monkeypatch, db_url, tmp_path)
+    sess_id = seed_large_session(env.engine, 12_000, seed=3)
+    before = state(env)
+    backup_id = backed_up(env, sess_id)
+
+    def planner_rows(table: str) -> float:
+        with env.engine.connect() as conn:
+            return conn.execute(
+                sa.text("SELECT reltuples FROM pg_class WHERE relname = :t"), {"t": table}
+            ).scalar()
+
+    with env.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in ("session_task", "task_log"):
+            conn.exec_driver_sql(f"VACUUM (TRUNCATE false) {table}")
+    assert planner_rows("session_task") == 0 and planner_rows("task_log") == 0
+    registry = load_registry(env.relations_file)
+    restored = restore.restore_backup(env.engine, registry, backup_id, uid="u", run_id=None)
+    assert restored.rows["task_log"] >= ANALYZE_MIN_ROWS
+    for table in ("session_task", "task_log"):
+        assert planner_rows(table) == restored.rows[table]
+    assert state(env) == before
