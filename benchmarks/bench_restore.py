@@ -36,7 +36,6 @@ import argparse
 import datetime as dt
 import decimal
 import gc
-import io
 import os
 import sys
 import time
@@ -126,30 +125,20 @@ def _encode_s(conn, tplan, table) -> float | None:  # noqa: ANN001
     """
     from htd_pipelines import load
 
-    chunk = getattr(load, "COPY_CHUNK_ROWS", None)
-    if chunk is None:
-        return None
     binary_types = getattr(load, "_binary_types", None)
     types = binary_types(conn, tplan, table.schema) if binary_types is not None else None
     if types is not None:
         encoder = load._binary_encoder(table.schema, types)
         t0 = time.perf_counter()
-        encoder.write_header()
-        for batch in table.to_batches(max_chunksize=chunk):
-            encoder.write_batch(batch)
-        encoder.finish()
+        for _ in load._binary_stream(encoder, table):
+            pass
         return time.perf_counter() - t0
-    csv_ready = getattr(load, "_csv_ready", None)
-    if csv_ready is None:
+    csv_stream = getattr(load, "_csv_stream", None)
+    if csv_stream is None:
         return None
-    import pyarrow.csv as pacsv
-
-    options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
     t0 = time.perf_counter()
-    for start in range(0, table.num_rows, chunk):
-        buf = io.BytesIO()
-        pacsv.write_csv(csv_ready(table.slice(start, chunk)), buf, options)
-        buf.getbuffer()
+    for _ in csv_stream(table):
+        pass
     return time.perf_counter() - t0
 
 

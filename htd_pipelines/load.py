@@ -256,13 +256,19 @@ def _copy_in(conn: Connection, tplan: TablePlan, table: pa.Table) -> SentRows | 
         return _copy_in_binary(conn, tplan, table, types)
     name, cols = _quote(conn, tplan, table.column_names)
     raw = conn.connection.driver_connection
-    options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
     with raw.cursor() as cur, cur.copy(f"COPY {name} ({cols}) FROM STDIN (FORMAT csv)") as copy:
-        for start in range(0, table.num_rows, COPY_CHUNK_ROWS):
-            buf = io.BytesIO()
-            pacsv.write_csv(_csv_ready(table.slice(start, COPY_CHUNK_ROWS)), buf, options)
-            copy.write(buf.getbuffer())
+        for data in _csv_stream(table):
+            copy.write(data)
     return None
+
+
+def _csv_stream(table: pa.Table) -> Iterator[memoryview]:
+    """`table` as PostgreSQL's COPY csv reads it, chunk by chunk (Arrow's C++ CSV writer)."""
+    options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
+    for start in range(0, table.num_rows, COPY_CHUNK_ROWS):
+        buf = io.BytesIO()
+        pacsv.write_csv(_csv_ready(table.slice(start, COPY_CHUNK_ROWS)), buf, options)
+        yield buf.getbuffer()
 
 
 def _python_rows(table: pa.Table) -> Iterator[list[dict]]:
