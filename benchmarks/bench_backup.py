@@ -43,8 +43,8 @@ TARGET_SIZE_RATIO = 0.1  # parquet bytes <= 0.1 x JSON bytes
 
 def _manifest_size(location: str) -> int | None:
     from htd_pipelines import settings
-    from htd_pipelines.manifest import MANIFEST_FILE
-    from htd_pipelines.snapshots import SnapshotStore
+    from htd_pipelines.store.manifest import MANIFEST_FILE
+    from htd_pipelines.store.snapshots import SnapshotStore
 
     store = SnapshotStore(settings.snapshot_uri())
     try:
@@ -64,7 +64,7 @@ def child_main(args: argparse.Namespace) -> None:
     from dagster import DagsterInstance
 
     from htd_pipelines.definitions import build_definitions
-    from htd_pipelines.runner import backup_run_config, backup_tags
+    from htd_pipelines.jobs.run_config import backup_run_config, backup_tags
 
     job = build_definitions().resolve_job_def("backup_job")
     import_s = time.perf_counter() - t_import
@@ -99,7 +99,7 @@ def child_main(args: argparse.Namespace) -> None:
             if profiled:
                 profiler.stop()
             if not result.success:
-                from htd_pipelines.runner import failure_message
+                from htd_pipelines.cli.launch import failure_message
 
                 raise SystemExit(f"backup_job failed: {failure_message(result)}")
             windows = common.step_windows(instance, result.run_id)
@@ -153,7 +153,7 @@ def child_main(args: argparse.Namespace) -> None:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    from htd_pipelines.db import get_engine
+    from htd_pipelines.dialects.engine import get_engine
 
     out: dict = {"rows_requested": args.rows, "repeat": args.repeat}
     t_total = time.perf_counter()

@@ -50,9 +50,10 @@ from daemon import (  # noqa: E402  (tests/daemon.py)
     tool,
 )
 
-from htd_pipelines import catalog, settings  # noqa: E402
-from htd_pipelines.db import get_engine  # noqa: E402
+from htd_pipelines import settings
 from htd_pipelines.demo.schema import create_demo_schema  # noqa: E402
+from htd_pipelines.dialects.engine import get_engine  # noqa: E402
+from htd_pipelines.store import catalog  # noqa: E402
 
 TARGET_PER_MIN = 1_000.0
 POLL_S = 0.5

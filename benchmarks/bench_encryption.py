@@ -84,8 +84,8 @@ def environment(values: dict[str, str | None]) -> Iterator[None]:
 
 def make_store(root: Path, variant: str):  # noqa: ANN201
     """The variant's SnapshotStore, built from the environment as a backup run builds it."""
-    from htd_pipelines.crypto import KEY_ID_ENV
-    from htd_pipelines.snapshots import SnapshotStore
+    from htd_pipelines.store.crypto import KEY_ID_ENV
+    from htd_pipelines.store.snapshots import SnapshotStore
 
     with environment({KEY_ID_ENV: KEY_ID if variant == "encrypted" else None}):
         store = SnapshotStore(str(root / f"snapshots-{variant}"))
@@ -101,7 +101,7 @@ def reset_restore(engine, rtype, ids: list, backup_id: int | None) -> float:  # 
     """Delete the session's rows (children first); un-claim `backup_id` (after a restore)."""
     import sqlalchemy as sa
 
-    from htd_pipelines.catalog import back_up
+    from htd_pipelines.store.catalog import back_up
 
     t0 = time.perf_counter()
     with engine.begin() as conn:
@@ -134,7 +134,7 @@ def settle(url: str, rtype) -> float:  # noqa: ANN001
     """Untimed set-up before every timed run (PostgreSQL: VACUUM + CHECKPOINT)."""
     if common.dialect_of(url) != "postgresql":
         return 0.0
-    from htd_pipelines.catalog import back_up
+    from htd_pipelines.store.catalog import back_up
 
     return common.pg_settle(url, [t.table.fullname for t in rtype.tables] + [back_up.name])
 
@@ -163,7 +163,7 @@ def check_backup(store, recorded, variant: str) -> None:  # noqa: ANN001
 
 def manifest_of(store, recorded):  # noqa: ANN001, ANN201
     """The backup's manifest, read back from the store (decrypted when encrypted)."""
-    from htd_pipelines.manifest import MANIFEST_FILE, Manifest
+    from htd_pipelines.store.manifest import MANIFEST_FILE, Manifest
 
     text = store.read_plain(f"{recorded.location}/{MANIFEST_FILE}").decode()
     return Manifest.from_json(text)
@@ -247,11 +247,12 @@ def read_files(store, manifest) -> float:  # noqa: ANN001
 
 
 def measure_dialect(dialect: str, rows_requested: int, args: argparse.Namespace) -> dict:
-    from htd_pipelines import catalog, crypto, settings
-    from htd_pipelines.db import dispose_engines, get_engine
-    from htd_pipelines.registry import load_registry
+    from htd_pipelines import settings
+    from htd_pipelines.dialects.engine import dispose_engines, get_engine
+    from htd_pipelines.registry.spec import load_registry
     from htd_pipelines.restore import RestoreRefused, load_snapshot, restore_backup
-    from htd_pipelines.snapshots import SnapshotStore
+    from htd_pipelines.store import catalog, crypto
+    from htd_pipelines.store.snapshots import SnapshotStore
 
     out: dict = {
         "dialect": dialect,

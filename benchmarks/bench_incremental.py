@@ -136,7 +136,7 @@ def settle(url: str, rtype) -> float:
     """Untimed set-up before every timed step (PostgreSQL: VACUUM + CHECKPOINT)."""
     if common.dialect_of(url) != "postgresql":
         return 0.0
-    from htd_pipelines.catalog import back_up
+    from htd_pipelines.store.catalog import back_up
 
     return common.pg_settle(url, [t.table.fullname for t in rtype.tables] + [back_up.name])
 
@@ -298,7 +298,7 @@ def change_session(engine, sid: int, fraction: float, *, seed: int = SEED) -> di
 def compare_with_live(engine, rtype, ids: list, composed: dict) -> dict:
     """compose()'s tables against the session's rows now, value for value, per table."""
     from htd_pipelines import incremental
-    from htd_pipelines.load import differences, sort_by_key
+    from htd_pipelines.dialects.arrow_rows import differences, sort_by_key
 
     out = {}
     for tplan in rtype.tables:
@@ -358,7 +358,7 @@ def pa_select(schema, names: list[str]):
 
 
 def manifest_size(store, location: str) -> int | None:
-    from htd_pipelines.manifest import MANIFEST_FILE
+    from htd_pipelines.store.manifest import MANIFEST_FILE
 
     try:
         return store.fs.get_file_info(store.full(f"{location}/{MANIFEST_FILE}")).size
@@ -370,10 +370,11 @@ def manifest_size(store, location: str) -> int | None:
 
 
 def measure_dialect(dialect: str, rows_requested: int, args: argparse.Namespace) -> dict:
-    from htd_pipelines import catalog, incremental
-    from htd_pipelines.db import dispose_engines, get_engine
-    from htd_pipelines.registry import load_registry
-    from htd_pipelines.snapshots import SnapshotStore
+    from htd_pipelines import incremental
+    from htd_pipelines.dialects.engine import dispose_engines, get_engine
+    from htd_pipelines.registry.spec import load_registry
+    from htd_pipelines.store import catalog
+    from htd_pipelines.store.snapshots import SnapshotStore
 
     out: dict = {
         "dialect": dialect,

@@ -64,7 +64,7 @@ def reset_restore(engine, rtype, ids: list, backup_id: int) -> float:  # noqa: A
     """Undo a restore: delete the session's rows (children first), un-claim the backup."""
     import sqlalchemy as sa
 
-    from htd_pipelines.catalog import back_up
+    from htd_pipelines.store.catalog import back_up
 
     t0 = time.perf_counter()
     with engine.begin() as conn:
@@ -82,7 +82,7 @@ def settle(url: str, rtype) -> float:  # noqa: ANN001
     """Untimed set-up before every timed run (PostgreSQL: VACUUM + CHECKPOINT)."""
     if common.dialect_of(url) != "postgresql":
         return 0.0
-    from htd_pipelines.catalog import back_up
+    from htd_pipelines.store.catalog import back_up
 
     return common.pg_settle(url, [t.table.fullname for t in rtype.tables] + [back_up.name])
 
@@ -156,7 +156,7 @@ def _copy_out_drain_s(conn, tplan, ids: list) -> float:  # noqa: ANN001
 def measure_phases(engine, url: str, rtype, manifest, ids: list, repeat: int) -> dict:  # noqa: ANN001
     """Each phase of the restore timed on its own, on the same data (best of `repeat`)."""
     from htd_pipelines import load, restore
-    from htd_pipelines.snapshots import SnapshotStore
+    from htd_pipelines.store.snapshots import SnapshotStore
 
     pg = engine.dialect.name == "postgresql"
     store = SnapshotStore(manifest.snapshot_uri)
@@ -289,12 +289,13 @@ def measure_phases(engine, url: str, rtype, manifest, ids: list, repeat: int) ->
 def child_main(args: argparse.Namespace) -> None:
     """restore_backup `repeat` times (reset in between), then the phases; figures as JSON."""
     t_import = time.perf_counter()
-    from htd_pipelines import catalog, settings
+    from htd_pipelines import settings
     from htd_pipelines.backup import coerce_ids
-    from htd_pipelines.db import get_engine
-    from htd_pipelines.plan import resolve_type
-    from htd_pipelines.registry import load_registry
+    from htd_pipelines.dialects.engine import get_engine
+    from htd_pipelines.registry.resolved import resolve_type
+    from htd_pipelines.registry.spec import load_registry
     from htd_pipelines.restore import restore_backup
+    from htd_pipelines.store import catalog
 
     import_s = time.perf_counter() - t_import
     rss_after_import = common.hwm_rss_mb() or common.peak_rss_mb()
@@ -535,9 +536,9 @@ def mariadb_load_pass(url: str, exported: dict[str, dict]) -> tuple[float, dict[
 
 def measure_dialect(dialect: str, rows_requested: int, args: argparse.Namespace) -> dict:
     from htd_pipelines.backup import backup_sessions
-    from htd_pipelines.db import dispose_engines, get_engine
-    from htd_pipelines.registry import load_registry
-    from htd_pipelines.snapshots import SnapshotStore
+    from htd_pipelines.dialects.engine import dispose_engines, get_engine
+    from htd_pipelines.registry.spec import load_registry
+    from htd_pipelines.store.snapshots import SnapshotStore
 
     out: dict = {"dialect": dialect, "rows_requested": rows_requested, "repeat": args.repeat}
     t_total = time.perf_counter()

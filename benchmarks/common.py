@@ -37,9 +37,9 @@ import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.engine import Engine, make_url  # noqa: E402
 
 from htd_pipelines import settings  # noqa: E402
-from htd_pipelines.db import get_engine  # noqa: E402
-from htd_pipelines.plan import REL_COLUMN, ResolvedType, TablePlan, resolve_type  # noqa: E402
-from htd_pipelines.registry import load_registry  # noqa: E402
+from htd_pipelines.dialects.engine import get_engine  # noqa: E402
+from htd_pipelines.registry.resolved import REL_COLUMN, ResolvedType, TablePlan, resolve_type  # noqa: E402
+from htd_pipelines.registry.spec import load_registry  # noqa: E402
 
 MB = 1024 * 1024
 

@@ -8,13 +8,16 @@ NULLs stay what they were).
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from htd_pipelines import catalog, settings
-from htd_pipelines.catalog import BackupRecord, CatalogError
-from htd_pipelines.db import get_engine
-from htd_pipelines.manifest import Manifest
-from htd_pipelines.snapshots import SnapshotStore
+from htd_pipelines import settings
+from htd_pipelines.dialects.engine import get_engine
+from htd_pipelines.store import catalog
+from htd_pipelines.store.catalog import BackupRecord, CatalogError
+from htd_pipelines.store.manifest import Manifest
+from htd_pipelines.store.snapshots import SnapshotStore
+from htd_pipelines.versions.chain import compose, version_chain
 
 
 def find_backup(
@@ -76,9 +79,39 @@ def load_backup(
     manifest = record.manifest
     store = SnapshotStore(snapshot_uri or manifest.snapshot_uri)
     if manifest.kind != "full":  # an incremental version: the session's state at that version
-        from htd_pipelines.incremental import compose_version
-
-        engine = get_engine(database_url or settings.database_url())
-        state = compose_version(engine, record.type, record.relation_id, record.version, store)
-        return {name: t.to_pandas(types_mapper=pd.ArrowDtype) for name, t in state.items()}
+        frames, _, _ = composed_version(record, store, database_url=database_url)
+        return frames
     return read_tables(manifest, store)
+
+
+def composed_version(
+    record: BackupRecord, store: SnapshotStore, *, database_url: str | None = None
+) -> tuple[dict[str, pd.DataFrame], list[dict], list[int]]:
+    """An incremental or differential version: the session's state at that version (compose
+    of its chain, full version first) as frames, the remote files of those rows, and the
+    chain's versions."""
+    engine = get_engine(database_url or settings.database_url())
+    catalog.ensure_catalog(engine)
+    with engine.connect() as conn:
+        chain = version_chain(conn, record.type, record.relation_id, record.version)
+    state = compose(chain, store)
+    refs: dict[tuple[str, str], list[str]] = {}  # (table, file column) -> key columns
+    for link in chain:
+        for t in link.manifest.tables:
+            for ref in t.files:
+                refs.setdefault((t.table, ref["column"]), list(ref["key_columns"]))
+    files = []
+    for (table, column), key in refs.items():
+        rows = state[table].filter(pc.is_valid(state[table].column(column)))
+        keys = [rows.column(c).to_pylist() for c in key]
+        for i, url in enumerate(rows.column(column).to_pylist()):
+            files.append(
+                {
+                    "table": table,
+                    "column": column,
+                    "key": {c: k[i] for c, k in zip(key, keys, strict=True)},
+                    "url": url,
+                }
+            )
+    frames = {name: t.to_pandas(types_mapper=pd.ArrowDtype) for name, t in state.items()}
+    return frames, files, [link.version for link in chain]

@@ -16,14 +16,14 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from htd_pipelines import catalog
-from htd_pipelines.arrow_types import value_bytes
-from htd_pipelines.extract import prefetch, stream_batches
-from htd_pipelines.manifest import MANIFEST_FILE, Manifest, TableManifest
+from htd_pipelines.dialects.read import prefetch, stream_batches
 from htd_pipelines.markers import claim_markers, finish_claims
-from htd_pipelines.plan import REL_COLUMN, ResolvedType, TablePlan, resolve_cached
-from htd_pipelines.registry import Registry
-from htd_pipelines.snapshots import SnapshotStore, WrittenFile
+from htd_pipelines.registry.arrow_types import value_bytes
+from htd_pipelines.registry.resolved import REL_COLUMN, ResolvedType, TablePlan, resolve_cached
+from htd_pipelines.registry.spec import Registry
+from htd_pipelines.store import catalog
+from htd_pipelines.store.manifest import MANIFEST_FILE, Manifest, TableManifest
+from htd_pipelines.store.snapshots import SnapshotStore, WrittenFile
 
 
 class BackupError(RuntimeError):

@@ -7,11 +7,11 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from htd_pipelines import catalog
 from htd_pipelines.backup import BackupError, backup_sessions, resolved
-from htd_pipelines.plan import ResolvedType
-from htd_pipelines.registry import Registry
-from htd_pipelines.snapshots import SnapshotStore
+from htd_pipelines.registry.resolved import ResolvedType
+from htd_pipelines.registry.spec import Registry
+from htd_pipelines.store import catalog
+from htd_pipelines.store.snapshots import SnapshotStore
 
 
 def _test_predicate(rtype: ResolvedType) -> tuple[sa.Table, sa.ColumnElement[bool]]:

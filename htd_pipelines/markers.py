@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from htd_pipelines import catalog
-from htd_pipelines.catalog import marker_claim
-from htd_pipelines.plan import ResolvedType
+from htd_pipelines.registry.resolved import ResolvedType
+from htd_pipelines.store import catalog
+from htd_pipelines.store.catalog import marker_claim
 
 FAILED_STATES = {"FAILURE", "CANCELED"}
 

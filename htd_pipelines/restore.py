@@ -3,8 +3,6 @@ first, read the rows back and compare them with the snapshot. All of it, or noth
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,24 +12,16 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from htd_pipelines import catalog
 from htd_pipelines.backup import coerce_ids
-from htd_pipelines.catalog import BackupRecord, back_up
-from htd_pipelines.load import (
-    SentRows,
-    align_by_key,
-    differences,
-    insert_rows,
-    read_rows,
-    same_as_sent,
-    sort_by_key,
-)
-from htd_pipelines.manifest import Manifest
-from htd_pipelines.plan import ResolvedType, TablePlan, resolve_type
-from htd_pipelines.registry import Registry
-from htd_pipelines.snapshots import SnapshotError, SnapshotStore
-
-FAULT_ENV = "HTD_FAULT_POINT"  # test hook: "after_insert:<table>" pauses there (crash tests)
+from htd_pipelines.dialects.arrow_rows import align_by_key, differences, sort_by_key
+from htd_pipelines.dialects.postgresql import SentRows, same_as_sent
+from htd_pipelines.dialects.write import insert_rows, read_rows
+from htd_pipelines.registry.resolved import ResolvedType, TablePlan, resolve_type
+from htd_pipelines.registry.spec import Registry
+from htd_pipelines.store import catalog
+from htd_pipelines.store.catalog import BackupRecord, back_up
+from htd_pipelines.store.manifest import Manifest
+from htd_pipelines.store.snapshots import SnapshotError, SnapshotStore
 
 
 class RestoreRefused(RuntimeError):
@@ -77,15 +67,6 @@ class RestoreResult:
     corrected: dict[str, int]  # cells put back after a trigger/default changed them
     target: str
     claimed: bool
-
-
-def _fault_point(name: str) -> None:
-    """Crash-test hook: with HTD_FAULT_POINT=name, signal (HTD_FAULT_FLAG file) and pause."""
-    if os.environ.get(FAULT_ENV) == name:
-        flag = os.environ.get("HTD_FAULT_FLAG")
-        if flag:
-            open(flag, "w").close()
-        time.sleep(float(os.environ.get("HTD_FAULT_SLEEP", "60")))
 
 
 def _open_checked(store: SnapshotStore, manifest: Manifest, name: str) -> pq.ParquetFile:
@@ -256,7 +237,7 @@ def _refuse_if_restored(record: BackupRecord) -> None:
         )
 
 
-def _verify_rows(conn: Connection, tplan: TablePlan, expected: pa.Table, ids: list) -> int:
+def verify_rows(conn: Connection, tplan: TablePlan, expected: pa.Table, ids: list) -> int:
     """Compare the rows now in the database with the snapshot; put back values that a trigger
     or default changed; return how many cells were corrected. Raises if they still differ."""
     key = list(tplan.primary_key)
@@ -442,12 +423,11 @@ def restore_backup(
                     raise _integrity_refusal(conn, ctx, tplan, exc) from exc
                 rows[tplan.name] = data.num_rows
                 del data
-                _fault_point(f"after_insert:{tplan.name}")
             for tplan in ctx.rtype.tables:  # read back after every insert (and trigger)
                 was = sent.get(tplan.name)
                 if was is not None and same_as_sent(conn, tplan, ctx.ids, was):
                     continue  # byte for byte what was written: every value as backed up
-                fixed = _verify_rows(conn, tplan, ctx.table(tplan.name), ctx.ids)
+                fixed = verify_rows(conn, tplan, ctx.table(tplan.name), ctx.ids)
                 if fixed:
                     corrected[tplan.name] = fixed
             if rehearsal:

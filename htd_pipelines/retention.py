@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
-from htd_pipelines import catalog
-from htd_pipelines.registry import Registry
-from htd_pipelines.snapshots import SnapshotStore
+from htd_pipelines.registry.spec import Registry
+from htd_pipelines.store import catalog
+from htd_pipelines.store.snapshots import SnapshotStore
 from htd_pipelines.verify import last_verifications
 
 

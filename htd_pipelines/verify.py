@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from htd_pipelines import catalog
-from htd_pipelines.catalog import BackupRecord, verification
-from htd_pipelines.registry import Registry
+from htd_pipelines.registry.spec import Registry
 from htd_pipelines.restore import restore_backup
-from htd_pipelines.snapshots import SnapshotStore
+from htd_pipelines.store import catalog
+from htd_pipelines.store.catalog import BackupRecord, verification
+from htd_pipelines.store.snapshots import SnapshotStore
 
 
 @dataclass
@@ -49,7 +49,7 @@ def last_verifications(engine: Engine, backup_ids: list[int]) -> dict[int, dict]
 def check_backup_files(record: BackupRecord, store: SnapshotStore | None = None) -> None:
     """Raises SnapshotError naming the file and table at fault (an incremental version's
     deleted-key files included)."""
-    from htd_pipelines.incremental import check_files
+    from htd_pipelines.versions.chain import check_files
 
     manifest = record.manifest
     check_files(store or SnapshotStore(manifest.snapshot_uri), manifest)
@@ -95,7 +95,7 @@ def verify_backups(
             check_backup_files(record, store)
             if full_restore_engine is not None and record.manifest.kind != "full":
                 # an incremental cannot be inserted alone: prove its whole chain composes
-                from htd_pipelines.incremental import compose_version
+                from htd_pipelines.versions.chain import compose_version
 
                 compose_version(engine, record.type, record.relation_id, record.version, store)
             elif full_restore_engine is not None:

@@ -30,7 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from htd_pipelines.db import create_engine
+from htd_pipelines.dialects.engine import create_engine
 
 CHINOOK_FILES = {
     "sqlite": "Chinook_Sqlite.sql",

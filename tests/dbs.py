@@ -19,7 +19,7 @@ import pymysql
 from psycopg import sql as pgsql
 from sqlalchemy.engine import URL, make_url
 
-from htd_pipelines.db import dispose_engines
+from htd_pipelines.dialects.engine import dispose_engines
 
 DIALECTS = ("sqlite", "postgresql", "mariadb")
 CONNECT_TIMEOUT_S = 2

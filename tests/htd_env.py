@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from dagster import DagsterInstance, Definitions
 
 from htd_pipelines import settings
-from htd_pipelines.db import get_engine
-from htd_pipelines.snapshots import SnapshotStore
+from htd_pipelines.dialects.engine import get_engine
+from htd_pipelines.store.snapshots import SnapshotStore
 
 
 @dataclass
@@ -40,7 +40,7 @@ class HtdEnv:
         keep_source: bool = False,
         instance: DagsterInstance | None = None,
     ):
-        from htd_pipelines.runner import backup_run_config, backup_tags
+        from htd_pipelines.jobs.run_config import backup_run_config, backup_tags
 
         job = self.defs().resolve_job_def("backup_job")
         return job.execute_in_process(

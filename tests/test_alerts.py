@@ -23,14 +23,16 @@ from dagster import (
 )
 from htd_env import make_env
 
-from htd_pipelines import alerts, catalog
-from htd_pipelines.alerts import Alert, AlertSink, send_alert
+from htd_pipelines import alerts
+from htd_pipelines.alerts import Alert
 from htd_pipelines.api import list_backups
 from htd_pipelines.assets.data_tables import data_tables
+from htd_pipelines.cli.launch import failure_message
 from htd_pipelines.demo.schema import create_demo_schema, process_session
 from htd_pipelines.demo.seed import seed_demo
+from htd_pipelines.jobs.run_config import restore_run_config
 from htd_pipelines.resources import AppDatabase, RelationRegistry
-from htd_pipelines.runner import failure_message, restore_run_config
+from htd_pipelines.resources.alerts import AlertSink, send_alert
 from htd_pipelines.sensors.alerts import (
     MONITORED_JOBS,
     OVERDUE_SENSOR,
@@ -39,6 +41,7 @@ from htd_pipelines.sensors.alerts import (
     cron_interval,
     htd_overdue_alerts,
 )
+from htd_pipelines.store import catalog
 
 # ---------------------------------------------------------------------------------------------
 # a webhook receiver on 127.0.0.1 (random port), and a port where nothing listens
@@ -236,7 +239,7 @@ def test_the_run_link_follows_htd_ui_url(env, webhook, monkeypatch) -> None:
 def test_a_run_the_cli_executes_alerts_when_it_fails(env, webhook, monkeypatch, capsys) -> None:
     """The CLI runs jobs in its own process (not through the daemon, whose run-failure sensor
     does not see them): a failed one is alerted there, to the same webhook."""
-    from htd_pipelines.cli import main
+    from htd_pipelines.cli.main import main
 
     monkeypatch.setenv(alerts.WEBHOOK_URL_ENV, webhook.url)
     monkeypatch.setenv("DAGSTER_HOME", str(env.snapshot_dir.parent / "dagster_home"))

@@ -10,12 +10,13 @@ import sqlalchemy as sa
 from dagster import AssetKey, DagsterInstance
 from htd_env import make_env, norm, table_rows
 
-from htd_pipelines import backup, catalog
+from htd_pipelines import backup
 from htd_pipelines.api import list_backups, load_backup
+from htd_pipelines.cli.launch import failure_message
 from htd_pipelines.demo.schema import SESSION_TABLES, create_demo_schema
 from htd_pipelines.demo.seed import seed_demo
-from htd_pipelines.registry import load_registry
-from htd_pipelines.runner import failure_message
+from htd_pipelines.registry.spec import load_registry
+from htd_pipelines.store import catalog
 
 ALL_TABLES = ("process_session", *SESSION_TABLES)
 

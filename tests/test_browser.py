@@ -22,9 +22,9 @@ from daemon import REPO_ROOT, WORKSPACE, Service, free_port, running, tool, wait
 from dbs import new_database
 
 from htd_pipelines import settings
-from htd_pipelines.db import dispose_engines, get_engine
 from htd_pipelines.demo.schema import create_demo_schema
 from htd_pipelines.demo.seed import seed_demo
+from htd_pipelines.dialects.engine import dispose_engines, get_engine
 
 pytestmark = pytest.mark.slow
 

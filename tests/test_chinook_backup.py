@@ -8,8 +8,8 @@ from chinook import CHINOOK_NAMES, chinook_relations_yaml, snapshot_database
 from htd_env import make_env
 
 from htd_pipelines.api import list_backups, load_backup
-from htd_pipelines.catalog import CATALOG_TABLES
-from htd_pipelines.runner import failure_message
+from htd_pipelines.cli.launch import failure_message
+from htd_pipelines.store.catalog import CATALOG_TABLES
 
 CUSTOMER = 54  # Edinburgh, with a trailing space in its city: exactness matters
 

@@ -14,7 +14,7 @@ from chinook import (
     table_counts,
 )
 
-from htd_pipelines.db import create_engine
+from htd_pipelines.dialects.engine import create_engine
 
 
 def test_db_url_is_a_fresh_empty_database(db_url: str, dialect: str) -> None:

@@ -14,15 +14,16 @@ from chinook import snapshot_database
 from dagster import DagsterInstance
 from htd_env import make_env
 
-from htd_pipelines import catalog
 from htd_pipelines.api import list_backups
 from htd_pipelines.backup import BackupError, resolved
-from htd_pipelines.catalog import CATALOG_TABLES
 from htd_pipelines.cleanup import purge_test_sessions
+from htd_pipelines.cli.launch import failure_message
 from htd_pipelines.demo.schema import SESSION_TABLES, create_demo_schema, process_session
 from htd_pipelines.demo.seed import seed_demo
-from htd_pipelines.registry import load_registry
-from htd_pipelines.runner import failure_message, restore_run_config
+from htd_pipelines.jobs.run_config import restore_run_config
+from htd_pipelines.registry.spec import load_registry
+from htd_pipelines.store import catalog
+from htd_pipelines.store.catalog import CATALOG_TABLES
 
 ALL_TABLES = ("process_session", *SESSION_TABLES)
 JOB = "test_session_cleanup_job"

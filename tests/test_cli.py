@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from dagster import DagsterInstance, RunsFilter
 from htd_env import make_env
 
-from htd_pipelines.cli import main
+from htd_pipelines.cli.main import main
 from htd_pipelines.demo.schema import create_demo_schema
 from htd_pipelines.demo.seed import seed_demo
 

@@ -18,9 +18,9 @@ from htd_env import make_env
 
 from htd_pipelines import load
 from htd_pipelines.api import list_backups
-from htd_pipelines.catalog import CATALOG_TABLES
-from htd_pipelines.registry import load_registry
+from htd_pipelines.registry.spec import load_registry
 from htd_pipelines.restore import restore_backup
+from htd_pipelines.store.catalog import CATALOG_TABLES
 
 REGISTRY = """\
 types:
@@ -174,7 +174,7 @@ def test_every_column_type_round_trips(typed_env, monkeypatch, fast_path) -> Non
 def test_binary_copy_is_chosen_only_for_types_it_writes_exactly(typed_env, dialect) -> None:
     """PostgreSQL: t_plain goes through COPY (FORMAT binary), t_other (uuid, interval, arrays,
     real, unbounded numeric, timetz) through COPY csv. Other dialects never use COPY."""
-    from htd_pipelines.plan import resolve_type
+    from htd_pipelines.registry.resolved import resolve_type
 
     env = typed_env
     rtype = resolve_type(env.engine, load_registry(env.relations_file).get("holder"))
@@ -193,7 +193,7 @@ def test_binary_copy_is_chosen_only_for_types_it_writes_exactly(typed_env, diale
 def test_the_binary_read_back_sees_any_changed_value(typed_env, dialect) -> None:
     """PostgreSQL's restore compares the read-back bytes of a binary-COPY table with what it
     sent (load.same_as_sent) before decoding anything: equal only when every value is."""
-    from htd_pipelines.plan import resolve_type
+    from htd_pipelines.registry.resolved import resolve_type
 
     env = typed_env
     rtype = resolve_type(env.engine, load_registry(env.relations_file).get("holder"))

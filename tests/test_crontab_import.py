@@ -8,7 +8,7 @@ import yaml
 from dagster import DefaultScheduleStatus, Definitions, validate_run_config
 from htd_env import make_env
 
-from htd_pipelines.cli import main
+from htd_pipelines.cli.main import main
 from htd_pipelines.demo.schema import create_demo_schema, crontab
 from htd_pipelines.demo.seed import seed_legacy_crontab
 from htd_pipelines.schedules import crontab_import as ci

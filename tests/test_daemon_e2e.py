@@ -38,12 +38,14 @@ from dagster import DagsterRunStatus, RunsFilter
 from dbs import drop_database, new_database
 from htd_env import table_rows
 
-from htd_pipelines import catalog, settings
-from htd_pipelines.cli import main
-from htd_pipelines.db import get_engine
+from htd_pipelines import settings
+from htd_pipelines.cli.launch import failure_message
+from htd_pipelines.cli.main import main
 from htd_pipelines.demo.schema import SESSION_LINKS, create_demo_schema, process_session
 from htd_pipelines.demo.seed import seed_demo
-from htd_pipelines.runner import backup_run_config, backup_tags, failure_message
+from htd_pipelines.dialects.engine import get_engine
+from htd_pipelines.jobs.run_config import backup_run_config, backup_tags
+from htd_pipelines.store import catalog
 
 pytestmark = pytest.mark.slow
 

@@ -24,11 +24,12 @@ from htd_pipelines.assets.data_tables import (
     data_table_partitions_sensor,
     data_tables,
 )
-from htd_pipelines.catalog import CATALOG_TABLES
+from htd_pipelines.cli.launch import failure_message
 from htd_pipelines.demo.schema import create_demo_schema
 from htd_pipelines.demo.seed import seed_demo
+from htd_pipelines.jobs.run_config import restore_run_config
 from htd_pipelines.resources import AppDatabase, RelationRegistry
-from htd_pipelines.runner import failure_message, restore_run_config
+from htd_pipelines.store.catalog import CATALOG_TABLES
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ import sqlalchemy as sa
 from dagster import DagsterInstance, build_sensor_context
 from htd_env import make_env
 
-from htd_pipelines import catalog
+from htd_pipelines.cli.launch import failure_message
 from htd_pipelines.demo.schema import create_demo_schema, process_session
 from htd_pipelines.demo.seed import seed_demo
 from htd_pipelines.resources import AppDatabase, RelationRegistry
-from htd_pipelines.runner import failure_message
 from htd_pipelines.sensors.deletion_marker import deletion_marker_sensor
+from htd_pipelines.store import catalog
 
 
 @pytest.fixture

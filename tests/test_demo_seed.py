@@ -16,7 +16,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from htd_pipelines.db import create_engine
 from htd_pipelines.demo import SESSION_LINKS, SESSION_TABLES, create_demo_schema, metadata
 from htd_pipelines.demo.schema import (
     attachment,
@@ -35,6 +34,7 @@ from htd_pipelines.demo.seed import (
     seed_large_session,
     seed_legacy_crontab,
 )
+from htd_pipelines.dialects.engine import create_engine
 
 UTC = dt.UTC
 

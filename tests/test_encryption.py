@@ -19,12 +19,18 @@ from chinook import snapshot_database
 from dagster import DagsterInstance, serialize_value
 from htd_env import make_env
 
-from htd_pipelines import backup, catalog, restore
+from htd_pipelines import backup, restore
 from htd_pipelines.api import list_backups, load_backup
-from htd_pipelines.catalog import CATALOG_TABLES
-from htd_pipelines.cli import main
-from htd_pipelines.cli_keys import rotate_keys
-from htd_pipelines.crypto import (
+from htd_pipelines.cli.launch import failure_message
+from htd_pipelines.cli.main import main
+from htd_pipelines.demo.schema import create_demo_schema
+from htd_pipelines.demo.seed import seed_demo
+from htd_pipelines.jobs.run_config import restore_run_config
+from htd_pipelines.registry.spec import load_registry
+from htd_pipelines.resources import SnapshotStorage
+from htd_pipelines.store import catalog
+from htd_pipelines.store.catalog import CATALOG_TABLES
+from htd_pipelines.store.crypto import (
     KEY_ID_ENV,
     KEYS_ENV,
     DecryptError,
@@ -35,13 +41,9 @@ from htd_pipelines.crypto import (
     encrypt_bytes,
     new_key,
 )
-from htd_pipelines.demo.schema import create_demo_schema
-from htd_pipelines.demo.seed import seed_demo
-from htd_pipelines.manifest import MANIFEST_FILE
-from htd_pipelines.registry import load_registry
-from htd_pipelines.resources import SnapshotStorage
-from htd_pipelines.runner import failure_message, restore_run_config
-from htd_pipelines.snapshots import (
+from htd_pipelines.store.keys import rotate_keys
+from htd_pipelines.store.manifest import MANIFEST_FILE
+from htd_pipelines.store.snapshots import (
     ROTATE_SUFFIX,
     DecryptionError,
     SnapshotError,

@@ -8,7 +8,7 @@ import json
 import pytest
 from htd_env import make_env
 
-from htd_pipelines.cli import main
+from htd_pipelines.cli.main import main
 from htd_pipelines.demo.schema import create_demo_schema
 from htd_pipelines.demo.seed import seed_demo
 

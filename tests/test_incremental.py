@@ -16,8 +16,8 @@ from chinook import snapshot_database
 from dagster import DagsterInstance
 from htd_env import make_env
 
-from htd_pipelines import catalog, incremental
-from htd_pipelines.catalog import CATALOG_TABLES
+from htd_pipelines import incremental
+from htd_pipelines.cli.launch import failure_message
 from htd_pipelines.demo.schema import (
     attachment,
     create_demo_schema,
@@ -30,9 +30,10 @@ from htd_pipelines.demo.schema import (
 )
 from htd_pipelines.demo.seed import seed_demo
 from htd_pipelines.jobs.incremental import protective_run_config, restore_version_run_config
-from htd_pipelines.registry import load_registry
+from htd_pipelines.registry.spec import load_registry
 from htd_pipelines.restore import RestoreRefused
-from htd_pipelines.runner import failure_message
+from htd_pipelines.store import catalog
+from htd_pipelines.store.catalog import CATALOG_TABLES
 
 UTC = dt.UTC
 
@@ -563,7 +564,7 @@ def test_an_unknown_session_is_named(env) -> None:
 
 
 def test_versions_cli(env, capsys, monkeypatch, tmp_path) -> None:
-    from htd_pipelines.cli import main
+    from htd_pipelines.cli.main import main
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
     assert main(["versions", "backup", "--type", "inst", str(env.sess)]) == 0
@@ -662,7 +663,7 @@ def test_incrementals_are_read_composed_kept_with_their_bases_and_not_restored_a
     policy = env.registry.types["inst"]
     import dataclasses
 
-    from htd_pipelines.registry import Registry, Retention
+    from htd_pipelines.registry.spec import Registry, Retention
 
     strict = Registry(
         env.registry.path,

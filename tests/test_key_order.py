@@ -2,7 +2,7 @@
 
 import pyarrow as pa
 
-from htd_pipelines.load import sort_by_key
+from htd_pipelines.dialects.arrow_rows import sort_by_key
 
 
 def test_rows_out_of_key_order_are_sorted_and_rows_in_order_are_left_as_they_are() -> None:

@@ -7,10 +7,10 @@ import textwrap
 import pytest
 import sqlalchemy as sa
 
-from htd_pipelines.db import get_engine
 from htd_pipelines.demo.schema import create_demo_schema
-from htd_pipelines.plan import resolve_type
-from htd_pipelines.registry import RegistryError, load_registry, parse_registry
+from htd_pipelines.dialects.engine import get_engine
+from htd_pipelines.registry.resolved import resolve_type
+from htd_pipelines.registry.spec import RegistryError, load_registry, parse_registry
 from htd_pipelines.settings import DEMO_RELATIONS_FILE
 
 

@@ -17,14 +17,16 @@ from dagster import AssetKey, DagsterInstance
 from dbs import drop_database, new_database
 from htd_env import make_env
 
-from htd_pipelines import catalog, restore
+from htd_pipelines import restore
 from htd_pipelines.api import list_backups
-from htd_pipelines.catalog import CATALOG_TABLES
-from htd_pipelines.db import get_engine
+from htd_pipelines.cli.launch import failure_message
 from htd_pipelines.demo.schema import create_demo_schema
 from htd_pipelines.demo.seed import seed_demo
-from htd_pipelines.registry import load_registry
-from htd_pipelines.runner import failure_message, restore_run_config
+from htd_pipelines.dialects.engine import get_engine
+from htd_pipelines.jobs.run_config import restore_run_config
+from htd_pipelines.registry.spec import load_registry
+from htd_pipelines.store import catalog
+from htd_pipelines.store.catalog import CATALOG_TABLES
 
 
 @pytest.fixture
@@ -134,7 +136,7 @@ def test_dry_run_previews_without_writing(env, capsys, monkeypatch, tmp_path) ->
     result = run_restore(env, backup_id, dry_run=True)
     assert result.success
     assert state(env) == before and record(env, backup_id).is_reback == 0
-    from htd_pipelines.cli import main
+    from htd_pipelines.cli.main import main
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
     assert main(["restore", str(backup_id), "--dry-run", "--json"]) == 0
@@ -376,7 +378,7 @@ def test_restore_into_tables_the_planner_thinks_empty(monkeypatch, db_url, tmp_p
     the session's size. The restore ANALYZEs the tables it more than doubles, in its own
     transaction, so the planner knows the rows are there."""
     from htd_pipelines.demo.seed import seed_large_session
-    from htd_pipelines.load import ANALYZE_MIN_ROWS
+    from htd_pipelines.dialects.postgresql import ANALYZE_MIN_ROWS
 
     env = make_env(monkeypatch, db_url, tmp_path)
     sess_id = seed_large_session(env.engine, 12_000, seed=3)

@@ -14,14 +14,15 @@ from chinook import snapshot_database
 from dagster import DagsterInstance
 from htd_env import make_env
 
-from htd_pipelines import catalog
 from htd_pipelines.api import list_backups
-from htd_pipelines.catalog import CATALOG_TABLES
-from htd_pipelines.cli import main
+from htd_pipelines.cli.launch import failure_message
+from htd_pipelines.cli.main import main
 from htd_pipelines.demo.schema import create_demo_schema
 from htd_pipelines.demo.seed import seed_demo
-from htd_pipelines.runner import failure_message, restore_run_config
+from htd_pipelines.jobs.run_config import restore_run_config
 from htd_pipelines.settings import DEMO_RELATIONS_FILE, RELATIONS_FILE_ENV
+from htd_pipelines.store import catalog
+from htd_pipelines.store.catalog import CATALOG_TABLES
 
 
 @pytest.fixture

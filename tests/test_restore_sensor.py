@@ -6,13 +6,13 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context
 from htd_env import make_env
 
-from htd_pipelines import catalog
 from htd_pipelines.api import list_backups
-from htd_pipelines.cli import main
+from htd_pipelines.cli.main import main
 from htd_pipelines.demo.schema import create_demo_schema
 from htd_pipelines.demo.seed import seed_demo
 from htd_pipelines.resources import AppDatabase
 from htd_pipelines.sensors.restore_request import restore_request_sensor
+from htd_pipelines.store import catalog
 
 
 @pytest.fixture

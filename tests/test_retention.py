@@ -10,14 +10,14 @@ import pytest
 import sqlalchemy as sa
 from htd_env import make_env
 
-from htd_pipelines import catalog
 from htd_pipelines.api import list_backups
-from htd_pipelines.cli import main
+from htd_pipelines.cli.main import main
 from htd_pipelines.demo.schema import create_demo_schema
 from htd_pipelines.demo.seed import seed_demo
-from htd_pipelines.registry import load_registry
+from htd_pipelines.registry.spec import load_registry
 from htd_pipelines.retention import plan_prune, prune
 from htd_pipelines.settings import DEMO_RELATIONS_FILE
+from htd_pipelines.store import catalog
 from htd_pipelines.verify import verify_backups
 
 POLICY = """

@@ -8,12 +8,13 @@ import pytest
 from dagster import DagsterInstance, build_run_status_sensor_context
 from htd_env import make_env
 
-from htd_pipelines.alerts import AlertSink
 from htd_pipelines.api import list_backups
+from htd_pipelines.cli.launch import failure_message
 from htd_pipelines.demo.schema import create_demo_schema
 from htd_pipelines.demo.seed import seed_demo
 from htd_pipelines.jobs.incremental import protective_run_config, restore_version_run_config
-from htd_pipelines.runner import backup_run_config, failure_message, restore_run_config
+from htd_pipelines.jobs.run_config import backup_run_config, restore_run_config
+from htd_pipelines.resources.alerts import AlertSink
 from htd_pipelines.sensors.alerts import RUN_FAILURE_SENSOR, run_failure_alert
 
 HTD_KEYS = ("htd/type", "htd/relation_id", "htd/relation_ids", "htd/uid", "htd/backup_id")

@@ -10,13 +10,13 @@ from dagster import DagsterInstance
 from dbs import drop_database, new_database
 from htd_env import make_env
 
-from htd_pipelines import catalog
 from htd_pipelines.api import list_backups
-from htd_pipelines.cli import main
-from htd_pipelines.db import get_engine
+from htd_pipelines.cli.main import main
 from htd_pipelines.demo.schema import create_demo_schema
 from htd_pipelines.demo.seed import seed_demo
+from htd_pipelines.dialects.engine import get_engine
 from htd_pipelines.jobs.verify import VERIFY_OP
+from htd_pipelines.store import catalog
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from dagster import (
 from pydantic import Field
 
 from htd_pipelines.assets.catalog import BACKUP_CATALOG
-from htd_pipelines.db import get_engine
+from htd_pipelines.dialects.engine import get_engine
 from htd_pipelines.resources import AppDatabase, RelationRegistry
 from htd_pipelines.verify import verify_backups
 

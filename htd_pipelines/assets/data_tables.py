@@ -2,7 +2,6 @@
 (the original DataTableBackupModel). Backed up through the registry type HTD_DATASET_TYPE
 (default `dataset`, whose relation_id is the data table's key), restorable with restore_job."""
 
-import os
 
 from dagster import (
     AssetExecutionContext,
@@ -21,9 +20,10 @@ from dagster import (
     sensor,
 )
 
+from htd_pipelines import settings
 from htd_pipelines.backup import backup_sessions
 from htd_pipelines.jobs.tags import add_missing_run_tags
-from htd_pipelines.plan import resolve_type
+from htd_pipelines.registry.resolved import resolve_type
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
 from htd_pipelines.schedules.guards import running_skip
 
@@ -31,7 +31,7 @@ data_tables = DynamicPartitionsDefinition(name="data_tables")
 
 
 def dataset_type() -> str:
-    return os.environ.get("HTD_DATASET_TYPE", "dataset")
+    return settings.dataset_type()
 
 
 @asset(
@@ -106,8 +106,8 @@ def data_table_partitions_sensor(
 
 @schedule(
     job=data_table_backup_job,
-    cron_schedule=os.environ.get("HTD_DATA_TABLE_CRON", "0 2 * * *"),
-    execution_timezone=os.environ.get("HTD_DATA_TABLE_TIMEZONE", "Asia/Shanghai"),
+    cron_schedule=settings.DATA_TABLE_CRON.text() or "",
+    execution_timezone=settings.DATA_TABLE_TIMEZONE.text() or settings.DEFAULT_TIMEZONE,
     description="Daily backup of every data table partition (one run each); a tick is skipped, "
     "with the reason, while a run of data_table_backup_job is still queued or running.",
 )

@@ -12,15 +12,23 @@ from dagster import (
 )
 from pydantic import Field
 
-from htd_pipelines import incremental
+from htd_pipelines import settings
 from htd_pipelines.assets.catalog import backup_materialization
 from htd_pipelines.backup import BackupError, RecordedBackup
+from htd_pipelines.jobs.run_config import backup_tags
 from htd_pipelines.jobs.tags import add_missing_run_tags
-from htd_pipelines.registry import RegistryError
+from htd_pipelines.registry.spec import RegistryError
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
 from htd_pipelines.restore import RestoreRefused
-from htd_pipelines.runner import backup_tags
-from htd_pipelines.snapshots import SnapshotError
+from htd_pipelines.store.snapshots import SnapshotError
+from htd_pipelines.versions.chain import INCREMENTAL
+from htd_pipelines.versions.protective import (
+    DEFAULT_MAX_CHAIN,
+    DEFAULT_MAX_SESSIONS,
+    VersionOutcome,
+    protective_backup,
+)
+from htd_pipelines.versions.restore import restore_version
 
 PROTECTIVE_OP = "protective_backup"
 RESTORE_VERSION_OP = "restore_version"
@@ -35,11 +43,11 @@ class ProtectiveBackupConfig(Config):
     )
     uid: str | None = Field(default=None, description="Who asks for the versions (audit)")
     max_sessions: int = Field(
-        default=incremental.DEFAULT_MAX_SESSIONS,
+        default=DEFAULT_MAX_SESSIONS,
         description="With empty relation_ids: new versions per run at most",
     )
     max_chain: int = Field(
-        default=incremental.DEFAULT_MAX_CHAIN,
+        default=DEFAULT_MAX_CHAIN,
         description="Incremental versions on top of one full version at most; then a full one",
     )
     change_column: str | None = Field(
@@ -54,7 +62,7 @@ class ProtectiveBackupConfig(Config):
     )
 
 
-def _recorded(o: incremental.VersionOutcome) -> RecordedBackup:
+def _recorded(o: VersionOutcome) -> RecordedBackup:
     return RecordedBackup(
         backup_id=o.backup_id,
         relation_id=o.relation_id,
@@ -65,7 +73,7 @@ def _recorded(o: incremental.VersionOutcome) -> RecordedBackup:
     )
 
 
-def _summary_md(outcomes: list[incremental.VersionOutcome]) -> str:
+def _summary_md(outcomes: list[VersionOutcome]) -> str:
     lines = [
         "| session | status | version | base | added | changed | deleted | bytes | full bytes |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -94,7 +102,7 @@ def protective_backup_op(
 ) -> list[dict]:
     add_missing_run_tags(context, backup_tags(config.type, config.relation_ids, config.uid))
     try:
-        outcomes = incremental.protective_backup(
+        outcomes = protective_backup(
             database.engine(),
             relations.load(),
             snapshots.store(),
@@ -103,18 +111,18 @@ def protective_backup_op(
             uid=config.uid,
             run_id=context.run_id,
             max_sessions=config.max_sessions,
-            change_column=config.change_column or incremental.change_column_from_env(),
+            change_column=config.change_column or settings.change_column(),
             max_chain=config.max_chain,
             differential=config.differential,
         )
     except (BackupError, RegistryError, SnapshotError) as exc:
         raise Failure(str(exc)) from exc
     for o in outcomes:
-        if o.status in ("full", incremental.INCREMENTAL):
+        if o.status in ("full", INCREMENTAL):
             context.log_event(
                 backup_materialization(_recorded(o), config.type, config.uid, snapshots.uri)
             )
-        if o.status == incremental.INCREMENTAL:
+        if o.status == INCREMENTAL:
             context.log.info(
                 f"{config.type} {o.relation_id}: version {o.version} on top of "
                 f"{o.base_version}: added {o.added}, changed {o.changed}, deleted {o.deleted}; "
@@ -168,7 +176,7 @@ class RestoreVersionConfig(Config):
         description="The recorded version to restore (htd-pipelines versions list)"
     )
     uid: str | None = Field(default=None, description="Who restores (audit)")
-    max_chain: int = Field(default=incremental.DEFAULT_MAX_CHAIN)
+    max_chain: int = Field(default=DEFAULT_MAX_CHAIN)
 
 
 @op(
@@ -189,7 +197,7 @@ def restore_version_op(
         {"htd/type": config.type, "htd/relation_id": config.relation_id, "htd/uid": config.uid},
     )
     try:
-        result = incremental.restore_version(
+        result = restore_version(
             database.engine(),
             relations.load(),
             config.type,
@@ -203,7 +211,7 @@ def restore_version_op(
     except (RestoreRefused, SnapshotError, BackupError, RegistryError) as exc:
         raise Failure(str(exc)) from exc
     p = result.protective
-    if p.status in ("full", incremental.INCREMENTAL):
+    if p.status in ("full", INCREMENTAL):
         context.log_event(
             backup_materialization(_recorded(p), config.type, config.uid, snapshots.uri)
         )

@@ -6,9 +6,9 @@ from dagster import ConfigurableResource
 from pydantic import Field
 from sqlalchemy.engine import Engine
 
-from htd_pipelines.db import get_engine
-from htd_pipelines.registry import Registry, cached_registry
-from htd_pipelines.snapshots import SnapshotStore
+from htd_pipelines.dialects.engine import get_engine
+from htd_pipelines.registry.spec import Registry, cached_registry
+from htd_pipelines.store.snapshots import SnapshotStore
 
 
 class AppDatabase(ConfigurableResource):

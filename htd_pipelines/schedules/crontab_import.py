@@ -10,7 +10,6 @@ and left out of the file.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 
+from htd_pipelines import settings
 from htd_pipelines.schedules.declared import (
     PACKAGED_SCHEDULES_FILE,
     RESERVED_NAMES,
@@ -336,7 +336,7 @@ def check_rendered(text: str, source: str, known_jobs: Collection[str]) -> None:
 
 
 def default_out() -> Path:
-    return Path(os.environ.get(SCHEDULES_FILE_ENV) or DEFAULT_OUT)
+    return settings.schedules_file() or DEFAULT_OUT
 
 
 def write_yaml(text: str, out: Path, *, force: bool = False) -> bool:
@@ -369,17 +369,14 @@ def write_yaml(text: str, out: Path, *, force: bool = False) -> bool:
 DEMO_SOURCE = "the demo's legacy crontab (htd_pipelines.demo.seed.seed_legacy_crontab)"
 
 
-def demo_yaml(known_jobs: Collection[str] | None = None) -> str:
+def demo_yaml(known_jobs: Collection[str]) -> str:
     """The packaged imported.yaml: the demo's legacy rows imported from a fresh SQLite DB."""
-    from htd_pipelines.db import create_engine
     from htd_pipelines.demo.schema import create_demo_schema
     from htd_pipelines.demo.seed import seed_legacy_crontab
-    from htd_pipelines.registry import load_registry
-    from htd_pipelines.schedules.declared import code_location_job_names
+    from htd_pipelines.dialects.engine import create_engine
+    from htd_pipelines.registry.spec import load_registry
     from htd_pipelines.settings import DEMO_RELATIONS_FILE
 
-    if known_jobs is None:
-        known_jobs = code_location_job_names()
     types = load_registry(DEMO_RELATIONS_FILE).types
     with tempfile.TemporaryDirectory() as tmp:
         engine = create_engine(f"sqlite:///{Path(tmp) / 'legacy.sqlite'}")
@@ -393,7 +390,3 @@ def demo_yaml(known_jobs: Collection[str] | None = None) -> str:
     check_rendered(text, str(PACKAGED_SCHEDULES_FILE), known_jobs)
     return text
 
-
-if __name__ == "__main__":  # regenerate the packaged file
-    PACKAGED_SCHEDULES_FILE.write_text(demo_yaml(), encoding="utf-8")
-    print(f"wrote {PACKAGED_SCHEDULES_FILE} ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC)")

@@ -19,12 +19,9 @@ while a run of its job is still in flight, like ``test_session_cleanup``.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import copy
-import os
 import zoneinfo
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +35,7 @@ from dagster import (
     schedule,
 )
 
+from htd_pipelines import settings
 from htd_pipelines.schedules.cleanup import test_session_cleanup
 from htd_pipelines.schedules.guards import running_skip
 
@@ -58,7 +56,7 @@ except ImportError:  # pragma: no cover
         return bool(re.fullmatch(r"[A-Za-z0-9_]+", name)) and not keyword.iskeyword(name)
 
 
-SCHEDULES_FILE_ENV = "HTD_SCHEDULES_FILE"
+SCHEDULES_FILE_ENV = settings.SCHEDULES_FILE.name
 PACKAGED_SCHEDULES_FILE = Path(__file__).with_name("imported.yaml")
 #: Schedules defined in code; a declaration may not take their names.
 RESERVED_NAMES: frozenset[str] = frozenset({test_session_cleanup.name})
@@ -68,9 +66,6 @@ SCHEDULE_TAG = "htd/schedule"
 _FIELDS = ("name", "cron", "timezone", "enabled", "job", "run_config", "tags", "description")
 _REQUIRED = ("name", "cron", "timezone", "job")
 
-_SUSPENDED: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "htd_declared_schedules_suspended", default=False
-)
 
 
 class DeclaredScheduleError(ValueError):
@@ -122,36 +117,8 @@ class Declaration:
 
 
 def schedules_file() -> Path | None:
-    """``HTD_SCHEDULES_FILE`` or the packaged file; None inside :func:`suspended`."""
-    if _SUSPENDED.get():
-        return None
-    return Path(os.environ.get(SCHEDULES_FILE_ENV) or PACKAGED_SCHEDULES_FILE)
-
-
-@contextlib.contextmanager
-def suspended() -> Iterator[None]:
-    """Build the code location without its declared schedules (used by ``crontab import``,
-    which writes that file and must work while it is missing or broken)."""
-    token = _SUSPENDED.set(True)
-    try:
-        yield
-    finally:
-        _SUSPENDED.reset(token)
-
-
-def code_location_job_names() -> set[str]:
-    """Names of the code location's jobs (the declared schedules are not loaded for this)."""
-    import importlib
-
-    name = "htd_pipelines.definitions"
-    try:  # a normal import first, so that the module's `defs` keeps its declared schedules
-        module = importlib.import_module(name)
-    except DeclaredScheduleError:
-        with suspended():  # the file is missing or broken: what `crontab import` may fix
-            module = importlib.import_module(name)
-    with suspended():
-        defs = module.build_definitions()
-    return {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")}
+    """``HTD_SCHEDULES_FILE`` or the packaged file."""
+    return settings.schedules_file() or PACKAGED_SCHEDULES_FILE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +148,7 @@ def read_declarations(
     reserved_names: Collection[str] = RESERVED_NAMES,
 ) -> list[Declaration]:
     path = Path(path)
-    where = f"{path}" + (f" ({SCHEDULES_FILE_ENV})" if os.environ.get(SCHEDULES_FILE_ENV) else "")
+    where = f"{path}" + (f" ({SCHEDULES_FILE_ENV})" if settings.SCHEDULES_FILE.is_set() else "")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

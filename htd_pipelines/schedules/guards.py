@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 from dagster import (
@@ -14,6 +13,8 @@ from dagster import (
     SkipReason,
     schedule,
 )
+
+from htd_pipelines import settings
 
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
@@ -40,9 +41,8 @@ def guarded_schedule(
     *,
     name: str,
     job_name: str,
-    cron_env: str,
-    default_cron: str,
-    timezone_env: str,
+    cron: settings.Variable,
+    timezone: settings.Variable,
     description: str,
     run_config: Callable[[], dict] | None = None,
 ) -> ScheduleDefinition:
@@ -52,8 +52,8 @@ def guarded_schedule(
     @schedule(
         name=name,
         job_name=job_name,
-        cron_schedule=os.environ.get(cron_env, default_cron),
-        execution_timezone=os.environ.get(timezone_env, "Asia/Shanghai"),
+        cron_schedule=cron.text() or "",
+        execution_timezone=timezone.text() or settings.DEFAULT_TIMEZONE,
         description=description,
     )
     def evaluate(context: ScheduleEvaluationContext):  # noqa: ANN202

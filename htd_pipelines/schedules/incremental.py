@@ -1,20 +1,16 @@
 """The protective_backup schedule: incremental versions of the sessions that changed."""
 
-import os
-
 from dagster import RunRequest, ScheduleEvaluationContext, schedule
 
+from htd_pipelines import settings
 from htd_pipelines.jobs.incremental import protective_run_config
 from htd_pipelines.schedules.guards import running_skip
-
-CRON = os.environ.get("HTD_PROTECTIVE_CRON", "0 1 * * *")
-TIMEZONE = os.environ.get("HTD_PROTECTIVE_TIMEZONE", "Asia/Shanghai")
 
 
 @schedule(
     job_name="protective_backup_job",
-    cron_schedule=CRON,
-    execution_timezone=TIMEZONE,
+    cron_schedule=settings.PROTECTIVE_CRON.text() or "",
+    execution_timezone=settings.PROTECTIVE_TIMEZONE.text() or settings.DEFAULT_TIMEZONE,
     description="Daily protective versions of live sessions (type HTD_PROTECTIVE_TYPE, default "
     "inst): a new version of each session changed since its last one, at most "
     "HTD_PROTECTIVE_MAX_SESSIONS (default 100) per run; skipped while the job still runs.",
@@ -23,8 +19,8 @@ def protective_backup_schedule(context: ScheduleEvaluationContext):
     skip = running_skip(context, "protective_backup_job")
     if skip:
         return skip
-    type_name = os.environ.get("HTD_PROTECTIVE_TYPE", "inst")
-    max_sessions = int(os.environ.get("HTD_PROTECTIVE_MAX_SESSIONS", "100"))
+    type_name = settings.protective_type()
+    max_sessions = settings.protective_max_sessions()
     return RunRequest(
         run_config=protective_run_config(type_name, [], "protective_backup_schedule", max_sessions),
         tags={"htd/schedule": "protective_backup_schedule", "htd/type": type_name},

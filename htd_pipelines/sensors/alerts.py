@@ -1,7 +1,7 @@
 """Alert sensors.
 
 - ``htd_alert_on_run_failure``: a run failure sensor on every job of the code location
-  (MONITORED_JOBS); one alert per failed run, with the run link, the run's htd/ tags and the
+  (every job of the Definitions); one alert per failed run, with the run link, the run's htd/ tags and the
   error. A restore refused because the backup is already restored is kind ``restore_twice``.
 - ``htd_overdue_alerts``: what did *not* happen: a deletion marker still there after
   HTD_ALERT_MARKER_DELAY_MINUTES, a running schedule whose job has not succeeded for two cron
@@ -35,23 +35,13 @@ from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
 from dagster._utils.schedules import schedule_execution_time_iterator
 
 from htd_pipelines import alerts as alerting
-from htd_pipelines import catalog
-from htd_pipelines.alerts import Alert, AlertSink
+from htd_pipelines.alerts import Alert
 from htd_pipelines.markers import marker_columns
-from htd_pipelines.plan import resolve_type
+from htd_pipelines.registry.resolved import resolve_type
 from htd_pipelines.resources import AppDatabase, RelationRegistry
+from htd_pipelines.resources.alerts import AlertSink
+from htd_pipelines.store import catalog
 
-# every job of the code location (tests/test_alerts.py checks it against the definitions)
-MONITORED_JOBS = (
-    "backup_job",
-    "restore_job",
-    "test_session_cleanup_job",
-    "verify_backups_job",
-    "retention_job",
-    "data_table_backup_job",
-    "protective_backup_job",
-    "restore_version_job",
-)
 RUN_FAILURE_SENSOR = "htd_alert_on_run_failure"
 OVERDUE_SENSOR = "htd_overdue_alerts"
 
@@ -126,23 +116,22 @@ def alert_for_failed_run(run: Any, error: str) -> Alert:
 
 
 def build_run_failure_alert_sensor(jobs: Iterable[Any]) -> SensorDefinition:
-    """The run failure sensor on the code location's jobs (MONITORED_JOBS).
+    """The run failure sensor on the code location's jobs (all of those given).
 
     It takes the job definitions themselves (from the list given to Definitions, where
     backup_job is generated from the registry): a run of this code location is matched by job
     name, whatever name the workspace gives the location. A JobSelector would need that name.
     """
-    monitored = [j for j in jobs if j.name in MONITORED_JOBS]
-    missing = sorted(set(MONITORED_JOBS) - {j.name for j in monitored})
-    if missing:  # an empty monitored_jobs would mean every job: refuse instead
-        raise ValueError(f"{RUN_FAILURE_SENSOR}: jobs not defined: {', '.join(missing)}")
+    monitored = [j for j in jobs if not j.name.startswith("__")]
+    if not monitored:  # an empty monitored_jobs would mean every job: refuse instead
+        raise ValueError(f"{RUN_FAILURE_SENSOR}: no jobs to monitor")
 
     @run_failure_sensor(
         name=RUN_FAILURE_SENSOR,
         monitored_jobs=monitored,
         default_status=DefaultSensorStatus.STOPPED,
         description="Alerts (log + HTD_ALERT_WEBHOOK_URL) when a run of any job of this code "
-        f"location fails ({', '.join(MONITORED_JOBS)}): run link, htd/type, relation id(s), "
+        f"location fails ({', '.join(j.name for j in monitored)}): run link, htd/type, relation id(s), "
         "backup id and the error. A restore of an already restored backup is alerted as "
         "restore_twice.",
     )

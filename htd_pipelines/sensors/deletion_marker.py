@@ -14,13 +14,14 @@ from dagster import (
     sensor,
 )
 
-from htd_pipelines import catalog, settings
-from htd_pipelines.db import get_engine
+from htd_pipelines import settings
+from htd_pipelines.dialects.engine import get_engine
+from htd_pipelines.jobs.run_config import backup_run_config, backup_tags
 from htd_pipelines.markers import Marker, abandon, claims_for, new_markers, stale_markers
-from htd_pipelines.plan import resolve_type
+from htd_pipelines.registry.resolved import resolve_type
 from htd_pipelines.resources import AppDatabase, RelationRegistry
-from htd_pipelines.runner import backup_run_config, backup_tags
 from htd_pipelines.schedules.guards import IN_FLIGHT
+from htd_pipelines.store import catalog
 
 
 def _decode(value: list | None):  # noqa: ANN202

@@ -12,9 +12,9 @@ from dagster import (
     sensor,
 )
 
-from htd_pipelines import catalog
+from htd_pipelines.jobs.run_config import SESSION_TAG, session_tag
 from htd_pipelines.resources import AppDatabase
-from htd_pipelines.runner import SESSION_TAG, session_tag
+from htd_pipelines.store import catalog
 
 BATCH = 50
 

@@ -49,9 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_versions_list(args: argparse.Namespace) -> int:
-    from htd_pipelines.cli import _print_json, _table
-    from htd_pipelines.db import get_engine
-    from htd_pipelines.incremental import list_versions
+    from htd_pipelines.cli.output import print_json as _print_json
+    from htd_pipelines.cli.output import table as _table
+    from htd_pipelines.dialects.engine import get_engine
+    from htd_pipelines.versions.chain import list_versions
 
     rows = list_versions(get_engine(settings.database_url()), args.type, args.relation_id)
     if args.json:
@@ -85,9 +86,9 @@ def cmd_versions_list(args: argparse.Namespace) -> int:
 
 
 def cmd_versions_backup(args: argparse.Namespace) -> int:
-    from htd_pipelines.cli import run_job
+    from htd_pipelines.cli.launch import run_job
     from htd_pipelines.jobs.incremental import PROTECTIVE_OP, protective_run_config
-    from htd_pipelines.runner import backup_tags
+    from htd_pipelines.jobs.run_config import backup_tags
 
     result = run_job(
         args,
@@ -117,7 +118,7 @@ def cmd_versions_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_versions_restore(args: argparse.Namespace) -> int:
-    from htd_pipelines.cli import run_job
+    from htd_pipelines.cli.launch import run_job
     from htd_pipelines.jobs.incremental import RESTORE_VERSION_OP, restore_version_run_config
 
     tags = {"htd/type": args.type, "htd/relation_id": str(args.relation_id)}

@@ -8,8 +8,13 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from htd_pipelines.arrow_types import ColumnSpec, column_spec, select_expression, table_schema
-from htd_pipelines.registry import BackupType, RegistryError, TableRule
+from htd_pipelines.registry.arrow_types import (
+    ColumnSpec,
+    column_spec,
+    select_expression,
+    table_schema,
+)
+from htd_pipelines.registry.spec import BackupType, RegistryError, TableRule
 
 REL_COLUMN = "__htd_relation_id"
 

@@ -1,13 +1,15 @@
-"""Writing snapshot rows back inside one open transaction: one interface, a fast path per dialect.
+"""PostgreSQL's fast paths, behind the one interface of read.py and write.py.
 
-`insert_rows` puts an Arrow table into a database table on the caller's connection (so the
-caller's transaction covers it); `read_rows` reads a session's rows back in that same
-transaction, in snapshot schema. PostgreSQL uses `COPY ... FROM STDIN (FORMAT binary)` encoded
-by pgpq (Rust, Arrow to PostgreSQL's binary wire format) when every column of the table has a
-type whose binary form pgpq writes exactly (`binary_copy_types`); otherwise
-`COPY ... FROM STDIN (FORMAT csv)` fed by Arrow's C++ CSV writer. It reads back with
-`COPY (SELECT ...) TO STDOUT` parsed by Arrow's CSV reader. Other dialects (and PostgreSQL
-with HTD_FAST_PATH=0) use batched executemany INSERTs and a server-side cursor.
+- Read (extract): ADBC (libpq COPY binary straight into Arrow), pooled per process.
+- Write (restore): `COPY ... FROM STDIN (FORMAT binary)` encoded by pgpq (Rust, Arrow to
+  PostgreSQL's binary wire format) when every column of the table has a type whose binary form
+  pgpq writes exactly (`binary_copy_types`); otherwise `COPY ... FROM STDIN (FORMAT csv)` fed
+  by Arrow's C++ CSV writer.
+- Read-back: `COPY (SELECT ...) TO STDOUT` parsed by Arrow's CSV reader (`copy_out`), or,
+  after a binary COPY, the sha256 of the binary COPY of the same columns in key order
+  compared with what was sent (`same_as_sent`).
+- After a write: serial/identity sequences advanced past the restored keys, and a table the
+  insert more than doubled ANALYZEd inside the transaction.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import binascii
 import hashlib
 import io
 import select
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,27 +29,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
-from htd_pipelines import load_mysql
-from htd_pipelines.arrow_types import value_bytes
-from htd_pipelines.extract import fast_path_enabled, output_schema, rel_arrow_type, stream_batches
-from htd_pipelines.plan import REL_COLUMN, TablePlan
+from htd_pipelines.dialects.arrow_rows import conform, output_schema, rel_arrow_type, sort_by_key
+from htd_pipelines.dialects.engine import quoted
+from htd_pipelines.registry.arrow_types import value_bytes
+from htd_pipelines.registry.resolved import TablePlan
 
-INSERT_BATCH_ROWS = 5_000
 COPY_CHUNK_ROWS = 20_000  # small: the server starts on a table after one chunk is encoded
-
-
-def use_copy(conn: Connection) -> bool:
-    return conn.dialect.name == "postgresql" and fast_path_enabled()
-
-
-def _quote(conn: Connection, tplan: TablePlan, names: list[str] | None = None) -> tuple[str, str]:
-    prep = conn.dialect.identifier_preparer
-    table = prep.format_table(tplan.table)
-    cols = ", ".join(prep.quote(n) for n in (names or [c.name for c in tplan.columns]))
-    return table, cols
-
 
 def _csv_ready(table: pa.Table) -> pa.Table:
     """Columns in the text form PostgreSQL's COPY csv reads (bytea as \\x hex)."""
@@ -56,7 +47,6 @@ def _csv_ready(table: pa.Table) -> pa.Table:
             col = pa.array(values, pa.string())
         arrays.append(col)
     return pa.Table.from_arrays(arrays, names=table.column_names)
-
 
 # PostgreSQL base types whose binary receive function reads exactly what pgpq writes for the
 # snapshot's Arrow type (arrow_types.arrow_for); a table with any other column (uuid, interval,
@@ -80,10 +70,9 @@ _BINARY_ARROW: dict[str, object] = {
     "numeric": pa.types.is_decimal128,
 }
 
-
 def _column_types(conn: Connection, tplan: TablePlan) -> dict[str, tuple[str, str]]:
     """column -> (type name, typtype) as PostgreSQL itself has them (domains stay domains)."""
-    name, _ = _quote(conn, tplan)
+    name, _ = quoted(conn, tplan)
     rows = conn.execute(
         sa.text(
             "SELECT a.attname, t.typname, t.typtype FROM pg_attribute a "
@@ -93,7 +82,6 @@ def _column_types(conn: Connection, tplan: TablePlan) -> dict[str, tuple[str, st
         {"t": name},
     )
     return {r[0]: (r[1], r[2]) for r in rows}
-
 
 def _binary_types(conn: Connection, tplan: TablePlan, schema: pa.Schema) -> dict[str, str] | None:
     """column -> PostgreSQL type name when every column can go through COPY (FORMAT binary)
@@ -111,11 +99,9 @@ def _binary_types(conn: Connection, tplan: TablePlan, schema: pa.Schema) -> dict
         out[field.name] = typname
     return out
 
-
 def binary_copy_types(conn: Connection, tplan: TablePlan, schema: pa.Schema) -> bool:
     """Whether every column can go through COPY (FORMAT binary) with pgpq's encoding."""
     return _binary_types(conn, tplan, schema) is not None
-
 
 def _binary_encoder(schema: pa.Schema, types: dict[str, str]):  # noqa: ANN202
     import pgpq
@@ -132,7 +118,6 @@ def _binary_encoder(schema: pa.Schema, types: dict[str, str]):  # noqa: ANN202
             encoders[field.name] = pgpq.ArrowToPostgresBinaryEncoder.infer_encoder(field)
     return pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(schema, encoders)
 
-
 @dataclass(frozen=True)
 class SentRows:
     """What a COPY (FORMAT binary) sent: its columns and the sha256 of the whole stream.
@@ -145,7 +130,6 @@ class SentRows:
     columns: tuple[str, ...]
     sha256: str
 
-
 def _order_by(tplan: TablePlan, columns) -> list:  # noqa: ANN001 - a column collection
     """The key columns for ORDER BY, text ones in the "C" collation (byte order, as Arrow's)."""
     out = []
@@ -154,12 +138,11 @@ def _order_by(tplan: TablePlan, columns) -> list:  # noqa: ANN001 - a column col
         out.append(col.collate("C") if isinstance(tplan.table.c[name].type, sa.String) else col)
     return out
 
-
 def _copy_in_binary(
     conn: Connection, tplan: TablePlan, table: pa.Table, types: dict[str, str]
 ) -> SentRows:
     table = sort_by_key(table, list(tplan.primary_key))  # as the read-back orders them
-    name, cols = _quote(conn, tplan, table.column_names)
+    name, cols = quoted(conn, tplan, table.column_names)
     encoder = _binary_encoder(table.schema, types)
     raw = conn.connection.driver_connection
     sql = f"COPY {name} ({cols}) FROM STDIN (FORMAT binary)"
@@ -170,13 +153,11 @@ def _copy_in_binary(
             copy.write(data)
     return SentRows(tuple(table.column_names), digest.hexdigest())
 
-
 def _binary_stream(encoder, table: pa.Table) -> Iterator[bytes]:  # noqa: ANN001
     yield encoder.write_header()
     for batch in table.to_batches(max_chunksize=COPY_CHUNK_ROWS):
         yield encoder.write_batch(batch)
     yield encoder.finish()
-
 
 def same_as_sent(conn: Connection, tplan: TablePlan, ids: list, sent: SentRows) -> bool:
     """Whether the sessions' rows now in the table are byte for byte what `sent` wrote: the
@@ -192,7 +173,6 @@ def same_as_sent(conn: Connection, tplan: TablePlan, ids: list, sent: SentRows) 
     raw = conn.connection.driver_connection
     digest = _copy_out_sha256(raw.pgconn, f"COPY ({sql}) TO STDOUT (FORMAT binary)")
     return digest == sent.sha256
-
 
 def _copy_out_sha256(pgconn, sql: str) -> str:  # noqa: ANN001 - psycopg.pq.PGconn
     """The sha256 of everything a `COPY ... TO STDOUT` sends, read with libpq's own calls
@@ -228,11 +208,9 @@ def _copy_out_sha256(pgconn, sql: str) -> str:  # noqa: ANN001 - psycopg.pq.PGco
         raise _result_error(failed, pgconn)
     return digest.hexdigest()
 
-
 def _drain_results(pgconn) -> None:  # noqa: ANN001
     while pgconn.get_result() is not None:
         pass
-
 
 def _result_error(result, pgconn) -> Exception:  # noqa: ANN001
     """The psycopg exception (by SQLSTATE) for a failed low-level result."""
@@ -249,18 +227,16 @@ def _result_error(result, pgconn) -> Exception:  # noqa: ANN001
         cls = psycopg.DatabaseError
     return cls(message)
 
-
-def _copy_in(conn: Connection, tplan: TablePlan, table: pa.Table) -> SentRows | None:
+def copy_in(conn: Connection, tplan: TablePlan, table: pa.Table) -> SentRows | None:
     types = _binary_types(conn, tplan, table.schema)
     if types is not None:
         return _copy_in_binary(conn, tplan, table, types)
-    name, cols = _quote(conn, tplan, table.column_names)
+    name, cols = quoted(conn, tplan, table.column_names)
     raw = conn.connection.driver_connection
     with raw.cursor() as cur, cur.copy(f"COPY {name} ({cols}) FROM STDIN (FORMAT csv)") as copy:
         for data in _csv_stream(table):
             copy.write(data)
     return None
-
 
 def _csv_stream(table: pa.Table) -> Iterator[memoryview]:
     """`table` as PostgreSQL's COPY csv reads it, chunk by chunk (Arrow's C++ CSV writer)."""
@@ -270,64 +246,9 @@ def _csv_stream(table: pa.Table) -> Iterator[memoryview]:
         pacsv.write_csv(_csv_ready(table.slice(start, COPY_CHUNK_ROWS)), buf, options)
         yield buf.getbuffer()
 
-
-def _python_rows(table: pa.Table) -> Iterator[list[dict]]:
-    for batch in table.to_batches(max_chunksize=INSERT_BATCH_ROWS):
-        yield batch.to_pylist()
-
-
-def _executemany(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
-    names = table.column_names
-    always = [c for c in names if (i := tplan.table.c[c].identity) is not None and i.always is True]
-    if always and conn.dialect.name == "postgresql":
-        # GENERATED ALWAYS AS IDENTITY takes a given value only when told to
-        name, cols = _quote(conn, tplan, names)
-        marks = ", ".join(f":p{i}" for i in range(len(names)))
-        stmt = sa.text(f"INSERT INTO {name} ({cols}) OVERRIDING SYSTEM VALUE VALUES ({marks})")
-        for rows in _python_rows(table):
-            conn.execute(stmt, [{f"p{i}": r[n] for i, n in enumerate(names)} for r in rows])
-        return
-    # A plain table clause: values go to the driver as they are (JSON stays its text).
-    target = sa.table(tplan.table.name, *[sa.column(n) for n in names], schema=tplan.table.schema)
-    for rows in _python_rows(table):
-        if rows:
-            conn.execute(target.insert(), rows)
-
-
-def _writable(tplan: TablePlan, table: pa.Table) -> pa.Table:
-    """The snapshot's columns the database takes on insert: generated (computed) columns are
-    left to the database, which recomputes them (the read-back then compares them too)."""
-    computed = [n for n in table.column_names if tplan.table.c[n].computed is not None]
-    return table.drop_columns(computed) if computed else table
-
-
-def insert_rows(conn: Connection, tplan: TablePlan, table: pa.Table) -> SentRows | None:
-    """Insert every row of `table` (snapshot schema) into the plan's table, keys included.
-
-    Returns what a binary COPY sent when every column of the snapshot was sent that way (for
-    `same_as_sent`); None otherwise (the read-back then compares decoded values)."""
-    if table.num_rows == 0:
-        return None
-    writable = _writable(tplan, table)
-    sent = None
-    if use_copy(conn):
-        sent = _copy_in(conn, tplan, writable)
-        if writable.num_columns != table.num_columns:  # generated columns: compare decoded
-            sent = None
-    elif fast_path_enabled() and load_mysql.available(conn):
-        load_mysql.load_data(conn, tplan, writable)
-    else:
-        _executemany(conn, tplan, writable)
-    if conn.dialect.name == "postgresql":
-        _advance_sequences(conn, tplan)
-        _refresh_statistics(conn, tplan, table.num_rows)
-    return sent
-
-
 ANALYZE_MIN_ROWS = 1_000
 
-
-def _refresh_statistics(conn: Connection, tplan: TablePlan, inserted: int) -> None:
+def refresh_statistics(conn: Connection, tplan: TablePlan, inserted: int) -> None:
     """ANALYZE a table the insert has more than doubled, inside the transaction (it samples
     the transaction's own new rows). What follows in the restore (the read-back, which joins a
     child to its parents) is planned from the statistics: a table emptied and vacuumed keeps
@@ -349,8 +270,7 @@ def _refresh_statistics(conn: Connection, tplan: TablePlan, inserted: int) -> No
             sa.text("SELECT set_config('default_statistics_target', :v, true)"), {"v": target}
         )
 
-
-def _advance_sequences(conn: Connection, tplan: TablePlan) -> None:
+def advance_sequences(conn: Connection, tplan: TablePlan) -> None:
     """Serial/identity sequences must not hand out the keys that were just restored."""
     prep = conn.dialect.identifier_preparer
     name = prep.format_table(tplan.table)
@@ -372,9 +292,7 @@ def _advance_sequences(conn: Connection, tplan: TablePlan) -> None:
                 {"s": seq},
             )
 
-
 READ_BLOCK_BYTES = 8 << 20
-
 
 def _unhex(col: pa.ChunkedArray) -> pa.Array:
     """bytea text (\\x + hex) to binary, vectorized: one unhexlify over the whole column."""
@@ -389,8 +307,7 @@ def _unhex(col: pa.ChunkedArray) -> pa.Array:
         out = pc.if_else(arr.is_valid(), out, pa.nulls(n, pa.binary()))
     return out
 
-
-def _copy_out(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
+def copy_out(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
     """The rows through COPY ... TO STDOUT (FORMAT csv), parsed by Arrow block by block in a
     second thread while the next rows arrive. PostgreSQL sends one row per CopyData message, so
     a block of whole messages is a block of whole rows. In key order (a server-side sort is
@@ -448,72 +365,59 @@ def _copy_out(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def read_rows(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
-    """The sessions' rows of the plan's table as seen inside `conn`'s transaction."""
-    if use_copy(conn):
-        table = _copy_out(conn, tplan, ids)
-    else:
-        schema = output_schema(tplan, rel_arrow_type(tplan))
-        batches = list(stream_batches(conn.engine, tplan, ids, conn=conn))
-        table = pa.Table.from_batches(batches, schema=schema)
-    return table.drop_columns([REL_COLUMN])
+def _adbc_uri(engine: Engine) -> str:
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
+_ADBC_POOL: dict[str, list] = {}
 
-def sort_by_key(table: pa.Table, key: list[str]) -> pa.Table:
-    """`table` in ascending key order (byte order for text, nulls last, stable), as it is
-    when it already is: only the key columns are sorted to find out, and the rows are
-    gathered only when they must move."""
-    if table.num_rows < 2:
-        return table
-    if len(key) == 1:
-        col = table.column(key[0])
-        if pa.types.is_integer(col.type) and col.null_count == 0:
-            values = col.to_numpy()
-            if bool((values[1:] >= values[:-1]).all()):
-                return table
-    order = pc.sort_indices(table.select(key), sort_keys=[(c, "ascending") for c in key])
-    if bool((order.to_numpy() == np.arange(table.num_rows)).all()):
-        return table
-    return table.take(order)
+_ADBC_LOCK = threading.Lock()
 
+ADBC_BATCH_BYTES = 4 << 20  # smaller batches overlap reading and encoding better
 
-def _same_keys(a: pa.Table, b: pa.Table, key: list[str]) -> bool:
-    return a.num_rows == b.num_rows and all(a.column(c).equals(b.column(c)) for c in key)
+@contextmanager
+def adbc_connection(engine: Engine) -> Iterator:
+    """A pooled low-level ADBC connection (opening one costs ~30 ms: once per process, not
+    per table). The low-level API, not adbc's DB-API module, which imports pandas (~35 MB)."""
+    import adbc_driver_manager
+    import adbc_driver_postgresql
 
+    uri = _adbc_uri(engine)
+    with _ADBC_LOCK:
+        idle = _ADBC_POOL.setdefault(uri, [])
+        pair = idle.pop() if idle else None
+    if pair is None:
+        database = adbc_driver_postgresql.connect(uri)
+        pair = (database, adbc_driver_manager.AdbcConnection(database))
+    ok = False
+    try:
+        yield pair[1]
+        ok = True
+    finally:
+        if ok:
+            with _ADBC_LOCK:
+                _ADBC_POOL[uri].append(pair)
+        else:
+            pair[1].close()
+            pair[0].close()
 
-def align_by_key(expected: pa.Table, actual: pa.Table, key: list[str]) -> tuple[pa.Table, pa.Table]:
-    """Both tables with their rows in the same key order, sorting only what is out of order."""
-    if _same_keys(expected, actual, key):
-        return expected, actual
-    expected = sort_by_key(expected, key)
-    if _same_keys(expected, actual, key):
-        return expected, actual
-    return expected, sort_by_key(actual, key)
+def read_batches(
+    engine: Engine, stmt: sa.Select, ids: list, schema: pa.Schema
+) -> Iterator[pa.RecordBatch]:
+    import adbc_driver_manager
 
-
-def differences(
-    expected: pa.Table, actual: pa.Table, key: list[str], limit: int = 20
-) -> list[tuple[dict, str, object, object]]:
-    """(key, column, expected, actual) for cells that differ; both tables sorted by key."""
-    out: list[tuple[dict, str, object, object]] = []
-    if expected.num_rows != actual.num_rows:
-        return [({}, "*", expected.num_rows, actual.num_rows)]
-    for name in expected.column_names:
-        a, b = expected.column(name), actual.column(name)
-        if a.equals(b):
-            continue
-        same = pc.fill_null(pc.equal(a, b), False)
-        both_null = pc.and_(pc.is_null(a), pc.is_null(b))
-        bad = pc.indices_nonzero(pc.invert(pc.or_(same, both_null)))
-        for i in bad.to_pylist():
-            out.append(
-                (
-                    {k: expected.column(k)[i].as_py() for k in key},
-                    name,
-                    a[i].as_py(),
-                    b[i].as_py(),
-                )
+    sql = str(
+        stmt.params(ids=ids).compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
+    )
+    with adbc_connection(engine) as conn:
+        statement = adbc_driver_manager.AdbcStatement(conn)
+        try:
+            statement.set_options(
+                **{"adbc.postgresql.batch_size_hint_bytes": str(ADBC_BATCH_BYTES)}
             )
-            if len(out) >= limit:
-                return out
-    return out
+            statement.set_sql_query(sql)
+            stream, _ = statement.execute_query()
+            reader = pa.RecordBatchReader._import_from_c(stream.address)
+            for batch in reader:
+                yield conform(batch, schema)
+        finally:
+            statement.close()

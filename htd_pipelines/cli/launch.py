@@ -1,7 +1,13 @@
-"""Run the code location's jobs on the configured Dagster instance (so every run is in the UI)."""
+"""Run the code location's jobs on the configured Dagster instance (so every run is in the UI).
+
+The CLI's launcher: builds the definitions now (the environment of this call decides the
+resources), executes a job in process on the instance of DAGSTER_HOME and, when the run
+fails, raises the alert the run-failure sensor would raise for a run launched elsewhere.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from pathlib import Path
@@ -9,6 +15,10 @@ from pathlib import Path
 from dagster import DagsterInstance, DagsterRun, ExecuteInProcessResult
 
 from htd_pipelines import settings
+from htd_pipelines.definitions import build_definitions, monitored_job_names
+from htd_pipelines.dialects.engine import get_engine
+from htd_pipelines.resources.alerts import send_alert
+from htd_pipelines.sensors.alerts import alert_for_failed_run
 
 
 class JobFailed(RuntimeError):
@@ -17,7 +27,6 @@ class JobFailed(RuntimeError):
     def __init__(self, message: str, run_id: str) -> None:
         super().__init__(message)
         self.run_id = run_id
-
 
 def dagster_home() -> Path:
     """DAGSTER_HOME; by default the working folder if it has dagster.yaml, else .htd/dagster
@@ -37,11 +46,9 @@ def dagster_home() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     return home
 
-
 def get_instance() -> DagsterInstance:
     dagster_home()
     return DagsterInstance.get()
-
 
 def failure_message(result: ExecuteInProcessResult) -> str:
     for event in result.all_events:
@@ -56,7 +63,6 @@ def failure_message(result: ExecuteInProcessResult) -> str:
             return f"{event.step_key}: {(error.message if error else '').strip()}"
     return "the run failed"
 
-
 def run_job(
     job_name: str,
     run_config: dict,
@@ -65,8 +71,6 @@ def run_job(
     instance: DagsterInstance | None = None,
     verbose: bool = False,
 ) -> ExecuteInProcessResult:
-    from htd_pipelines.definitions import build_definitions
-
     if not verbose and "loggers" not in run_config:
         # the CLI prints its own summary: Dagster's DEBUG events (~100 lines a run) reach
         # stderr only on request (-v); warnings and errors always; the run storage keeps all
@@ -91,57 +95,23 @@ def run_job(
             instance.dispose()
     return result
 
-
 def alert_failed_run(run: DagsterRun, message: str) -> None:
-    from htd_pipelines.alerts import WEBHOOK_URL_ENV, send_alert
-    from htd_pipelines.sensors.alerts import MONITORED_JOBS, alert_for_failed_run
-
-    if run.job_name in MONITORED_JOBS:
+    if run.job_name in monitored_job_names():
         alert = alert_for_failed_run(run, message)
-        send_alert(alert, os.environ.get(WEBHOOK_URL_ENV), logging.getLogger("htd_pipelines"))
+        send_alert(alert, settings.alert_webhook_url(), logging.getLogger("htd_pipelines"))
 
 
-def backup_run_config(
-    type_name: str, relation_ids: list, uid: str | None = None, keep_source: bool = False
-) -> dict:
-    return {
-        "ops": {
-            "plan_backup": {
-                "config": {
-                    "type": type_name,
-                    "relation_ids": [str(r) for r in relation_ids],
-                    "uid": uid,
-                    "keep_source": keep_source,
-                }
-            }
-        }
-    }
+def check_database() -> None:
+    """Connect to the application database once; raises the driver's error (named by `main`
+    in one line) before a job starts, instead of a failed run logging its traceback."""
+    with get_engine(settings.database_url()).connect():
+        pass
 
 
-SESSION_TAG = "htd/session"  # type:relation_id, for one-run-per-session concurrency limits
-
-
-def session_tag(type_name: str, relation_id: object) -> str:
-    return f"{type_name}:{relation_id}"
-
-
-def backup_tags(type_name: str, relation_ids: list, uid: str | None) -> dict[str, str]:
-    tags = {"htd/type": type_name, "htd/relation_ids": ",".join(str(r) for r in relation_ids)}
-    if len(relation_ids) == 1:
-        tags["htd/relation_id"] = str(relation_ids[0])
-        tags[SESSION_TAG] = session_tag(type_name, relation_ids[0])
-    if uid:
-        tags["htd/uid"] = uid
-    return tags
-
-
-def restore_run_config(
-    backup_id: int,
-    uid: str | None = None,
-    dry_run: bool = False,
-    target_env: str | None = None,
-) -> dict:
-    config: dict = {"backup_id": backup_id, "uid": uid, "dry_run": dry_run}
-    if target_env:
-        config["target_env"] = target_env
-    return {"ops": {"check_backup": {"config": config}}}
+def run_cli_job(
+    args: argparse.Namespace, job_name: str, run_config: dict, **kw: object
+) -> ExecuteInProcessResult:
+    """`run_job` for a CLI command: the database checked first; Dagster's DEBUG events on
+    stderr only with the global -v/--verbose."""
+    check_database()
+    return run_job(job_name, run_config, verbose=getattr(args, "verbose", False), **kw)

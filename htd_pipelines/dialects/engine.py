@@ -1,11 +1,16 @@
-"""Engines for the application database: one place that knows each dialect's connection quirks."""
+"""Engines for the application database: one place that knows each dialect's connection quirks,
+how a table and its columns are named in SQL, and how a moment compares with a timestamp column."""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from sqlalchemy.engine import URL, Engine, make_url
+import datetime as dt
 
-from htd_pipelines.extract import fast_path_enabled
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from htd_pipelines import settings
+from htd_pipelines.dialects import sqlite
+from htd_pipelines.registry.resolved import TablePlan
 
 _ENGINES: dict[str, Engine] = {}
 
@@ -22,16 +27,6 @@ def normalize_url(url: str | URL) -> URL:
     return u
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
-    # SQLAlchemy's recipe for real SQLite transactions and SAVEPOINTs under pysqlite:
-    # pysqlite's own implicit BEGIN is switched off, and we emit BEGIN ourselves.
-    dbapi_conn.isolation_level = None
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-
-
 def create_engine(url: str | URL) -> Engine:
     """A new engine with our conventions (foreign keys on in SQLite, UTC sessions)."""
     u = normalize_url(url)
@@ -40,16 +35,15 @@ def create_engine(url: str | URL) -> Engine:
     if backend == "postgresql":
         kwargs["connect_args"] = {"options": "-c timezone=UTC"}
     elif backend in ("mysql", "mariadb"):
-        # local_infile: restores write with LOAD DATA LOCAL (load_mysql.py) unless the fast
+        # local_infile: restores write with LOAD DATA LOCAL (mysql.py) unless the fast
         # paths are off (HTD_FAST_PATH=0)
         kwargs["connect_args"] = {
             "init_command": "SET time_zone = '+00:00'",
-            "local_infile": fast_path_enabled(),
+            "local_infile": settings.fast_path_enabled(),
         }
     engine = sa.create_engine(u, **kwargs)
     if backend == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        sqlite.configure(engine)
     return engine
 
 
@@ -66,3 +60,23 @@ def dispose_engines() -> None:
     for engine in _ENGINES.values():
         engine.dispose()
     _ENGINES.clear()
+
+
+def quoted(conn: Connection, tplan: TablePlan, names: list[str] | None = None) -> tuple[str, str]:
+    """(table, comma-separated columns) of a table plan, quoted for `conn`'s dialect; all the
+    plan's columns unless `names` are given."""
+    prep = conn.dialect.identifier_preparer
+    table = prep.format_table(tplan.table)
+    columns = names or [c.name for c in tplan.columns]
+    return table, ", ".join(prep.quote(n) for n in columns)
+
+
+def comparable_timestamp(
+    engine: Engine | Connection, column_type: sa.types.TypeEngine, moment: dt.datetime
+) -> dt.datetime:
+    """`moment` (aware) as it compares with a column of `column_type`: aware where the dialect
+    keeps the zone (PostgreSQL's timestamptz), naive UTC everywhere else (our sessions run in
+    UTC)."""
+    if engine.dialect.name == "postgresql" and getattr(column_type, "timezone", False):
+        return moment
+    return moment.astimezone(dt.UTC).replace(tzinfo=None)

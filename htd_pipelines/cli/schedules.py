@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 import time
 from pathlib import Path
 
 from htd_pipelines import settings
+from htd_pipelines.definitions import job_names
 
 HISTORY_DEFAULT_LIMIT = 20
 
@@ -74,16 +74,16 @@ def _error(message: str) -> int:
 def cmd_crontab_import(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
-    from htd_pipelines.db import get_engine
-    from htd_pipelines.registry import RegistryError, load_registry
+    from htd_pipelines.dialects.engine import get_engine
+    from htd_pipelines.registry.spec import RegistryError, load_registry
     from htd_pipelines.schedules import crontab_import as ci
-    from htd_pipelines.schedules.declared import DeclaredScheduleError, code_location_job_names
+    from htd_pipelines.schedules.declared import DeclaredScheduleError
 
     engine = get_engine(settings.database_url())
     source = engine.url.render_as_string(hide_password=True)
     out: Path = args.out or ci.default_out()
     try:
-        known_jobs = code_location_job_names()
+        known_jobs = job_names()
         backup_types = load_registry(settings.relations_file()).types
         result = ci.import_crontab(engine, known_jobs, backup_types)
         text = ci.render_yaml(result, source=f"the crontab table of {source}")
@@ -103,7 +103,7 @@ def cmd_crontab_import(args: argparse.Namespace) -> int:
 
 
 def _import_summary(result, source: str, out: Path | None, *, replaced: bool, file) -> None:  # noqa: ANN001
-    from htd_pipelines.cli import _table
+    from htd_pipelines.cli.output import table as _table
     from htd_pipelines.schedules.declared import SCHEDULES_FILE_ENV
 
     def say(line: str = "") -> None:
@@ -128,7 +128,7 @@ def _import_summary(result, source: str, out: Path | None, *, replaced: bool, fi
         return
     say(f"{'replaced' if replaced else 'wrote'} {out}")
     target = out.resolve()
-    current = os.environ.get(SCHEDULES_FILE_ENV)
+    current = settings.SCHEDULES_FILE.text()
     if not current or Path(current).resolve() != target:
         say(f"the code location loads it with {SCHEDULES_FILE_ENV}={target}")
 
@@ -146,9 +146,8 @@ def run_history(instance, job: str | None, limit: int) -> list[dict]:  # noqa: A
     """Runs of ``job`` (or of every job of the code location), newest first per job."""
     from dagster import RunsFilter
 
-    from htd_pipelines.schedules.declared import code_location_job_names
 
-    jobs = [job] if job else sorted(code_location_job_names())
+    jobs = [job] if job else sorted(job_names())
     runs: list[dict] = []
     for name in jobs:
         for record in instance.get_run_records(RunsFilter(job_name=name), limit=limit):
@@ -195,9 +194,9 @@ def _duration(doc: dict) -> str:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from htd_pipelines.cli import _print_json, _table
-    from htd_pipelines.runner import get_instance
-    from htd_pipelines.schedules.declared import code_location_job_names
+    from htd_pipelines.cli.launch import get_instance
+    from htd_pipelines.cli.output import print_json as _print_json
+    from htd_pipelines.cli.output import table as _table
 
     with get_instance() as instance:
         runs = run_history(instance, args.job, args.limit)
@@ -207,7 +206,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     if not runs:
         if not args.job:
             print("no runs")
-        elif args.job in code_location_job_names():
+        elif args.job in job_names():
             print(f"no runs of {args.job}")
         else:
             print(f"no runs of {args.job} (not a job of this code location)")

@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy.engine import Connection
 
-from htd_pipelines.arrow_types import value_bytes
-from htd_pipelines.plan import TablePlan
+from htd_pipelines.registry.arrow_types import value_bytes
+from htd_pipelines.registry.resolved import TablePlan
 
 CHUNK_ROWS = 200_000
 _INFO_KEY = "htd_local_infile"

@@ -35,8 +35,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-KEYS_ENV = "HTD_ENCRYPTION_KEYS"
-KEY_ID_ENV = "HTD_ENCRYPTION_KEY_ID"
+from htd_pipelines import settings
+
+KEYS_ENV = settings.ENCRYPTION_KEYS.name
+KEY_ID_ENV = settings.ENCRYPTION_KEY_ID.name
 
 MAGIC = b"HTDENC1"
 FORMAT = "HTDENC1"

@@ -14,7 +14,6 @@ file's header names.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,11 +22,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from htd_pipelines import crypto
-from htd_pipelines.crypto import CHUNK_SIZE, DecryptError, EncryptingWriter, Keyring
+from htd_pipelines import settings
+from htd_pipelines.store import crypto
+from htd_pipelines.store.crypto import CHUNK_SIZE, DecryptError, EncryptingWriter, Keyring
 
 SAFE_PART = re.compile(r"[^A-Za-z0-9._=-]")
-ZSTD_LEVEL_ENV = "HTD_ZSTD_LEVEL"
+ZSTD_LEVEL_ENV = settings.ZSTD_LEVEL.name
 ROTATE_SUFFIX = ".rotating"  # a re-encrypted copy, next to the file it replaces
 _CURRENT = object()
 
@@ -47,7 +47,7 @@ class DecryptionError(SnapshotError):
 
 def zstd_level_from_env() -> int:
     """HTD_ZSTD_LEVEL (1-22), default 1."""
-    text = (os.environ.get(ZSTD_LEVEL_ENV) or "").strip()
+    text = settings.ZSTD_LEVEL.text() or ""
     if not text:
         return 1
     try:

@@ -1,4 +1,4 @@
-"""`htd-pipelines keys`: rotate the encryption key of stored backups, check keys are available.
+"""Key rotation of stored backups and the check that their keys are available.
 
 Keys come from the environment only (HTD_ENCRYPTION_KEYS, HTD_ENCRYPTION_KEY_ID); nothing here
 prints, logs or stores key material, only key ids.
@@ -18,54 +18,16 @@ catalog and puts them in place. A file already under the target key is skipped.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from htd_pipelines import catalog, settings
-from htd_pipelines.catalog import BackupRecord
-from htd_pipelines.crypto import KEY_ID_ENV, KEYS_ENV, KeyConfigError, Keyring
-from htd_pipelines.manifest import MANIFEST_FILE, Manifest, StoredFile
-from htd_pipelines.snapshots import ROTATE_SUFFIX, SnapshotError, SnapshotStore
-
-KEYS_CHECK_FAILED = 4  # like `verify`: the check ran and found backups it cannot read
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `keys` subcommands to the htd-pipelines parser."""
-    s = sub.add_parser("keys", help="encryption keys of the snapshot files (rotate, check)")
-    keys = s.add_subparsers(dest="keys_command", required=True)
-    r = keys.add_parser(
-        "rotate",
-        help="re-encrypt backups' snapshot files under one key id",
-        description="Re-encrypt every snapshot file (and manifest.json) not yet under the target "
-        f"key id: read with any key of {KEYS_ENV}, write a verified copy alongside, update the "
-        "catalog in one transaction, then replace the files. Plain (unencrypted) backups are "
-        "encrypted too. Safe to interrupt and run again.",
-    )
-    r.add_argument("--to", metavar="KEY_ID", help=f"target key id (default: ${KEY_ID_ENV})")
-    r.add_argument("--type", help="only backups of this type")
-    r.add_argument("--dry-run", action="store_true", help="list what would be re-encrypted")
-    r.set_defaults(func=cmd_keys_rotate)
-
-    c = keys.add_parser(
-        "check",
-        help="list backups whose key ids are not available",
-        description=f"Every backup whose files need a key id that is not in {KEYS_ENV} "
-        f"(exit status {KEYS_CHECK_FAILED} when there is one).",
-    )
-    c.add_argument("--type", help="only backups of this type")
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(func=cmd_keys_check)
-
-
-# ---------------------------------------------------------------------------------------------
-# rotation
-# ---------------------------------------------------------------------------------------------
+from htd_pipelines.store import catalog
+from htd_pipelines.store.catalog import BackupRecord
+from htd_pipelines.store.crypto import KEY_ID_ENV, KEYS_ENV, KeyConfigError, Keyring
+from htd_pipelines.store.manifest import MANIFEST_FILE, Manifest, StoredFile
+from htd_pipelines.store.snapshots import ROTATE_SUFFIX, SnapshotError, SnapshotStore
 
 
 @dataclass
@@ -80,17 +42,14 @@ class BackupRotation:
     )  # files an interrupted run left, put in place
     message: str = ""
 
-
 def _label(record: BackupRecord) -> str:
     return f"{record.type} {record.relation_id} v{record.version}"
-
 
 def _digest_or_none(store: SnapshotStore, path: str) -> tuple[str, int] | None:
     try:
         return store.file_digest(path)
     except SnapshotError:
         return None
-
 
 def _finish_interrupted(store: SnapshotStore, manifest: Manifest, dry_run: bool) -> list[str]:
     """Copies left by an interrupted rotation: a copy matching the catalog (the run stopped
@@ -114,7 +73,6 @@ def _finish_interrupted(store: SnapshotStore, manifest: Manifest, dry_run: bool)
         store.delete_file(f"{manifest.location}/{MANIFEST_FILE}{ROTATE_SUFFIX}")
     return recovered
 
-
 def _manifest_file_current(store: SnapshotStore, location: str, text: str, key_id: str) -> bool:
     path = f"{location}/{MANIFEST_FILE}"
     try:
@@ -122,21 +80,17 @@ def _manifest_file_current(store: SnapshotStore, location: str, text: str, key_i
     except SnapshotError:
         return False
 
-
 def _write_manifest_file(store: SnapshotStore, location: str, text: str, key_id: str) -> None:
     path = f"{location}/{MANIFEST_FILE}"
     store.write_bytes(path + ROTATE_SUFFIX, text.encode(), key_id=key_id)
     store.replace(path + ROTATE_SUFFIX, path)
 
-
 class _CatalogChanged(RuntimeError):
     pass
-
 
 def _remove_copies(store: SnapshotStore, manifest: Manifest, files: list[StoredFile]) -> None:
     for f in files:
         store.delete_file(f"{manifest.location}/{f.file}{ROTATE_SUFFIX}")
-
 
 def rotate_backup(
     engine: Engine,
@@ -224,7 +178,6 @@ def rotate_backup(
         out.status, out.message = "failed", str(exc)
     return out
 
-
 def rotate_keys(
     engine: Engine,
     *,
@@ -259,12 +212,6 @@ def rotate_keys(
         results.append(rotate_backup(engine, record, keyring, to_key_id, dry_run=dry_run, uid=uid))
     return results
 
-
-# ---------------------------------------------------------------------------------------------
-# check
-# ---------------------------------------------------------------------------------------------
-
-
 def check_keys(
     engine: Engine, *, type_name: str | None = None, keyring: Keyring | None = None
 ) -> list[dict]:
@@ -287,86 +234,3 @@ def check_keys(
             }
         )
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# commands
-# ---------------------------------------------------------------------------------------------
-
-
-def _error(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
-
-
-def cmd_keys_rotate(args: argparse.Namespace) -> int:
-    from htd_pipelines.db import get_engine
-
-    try:
-        keyring = Keyring.from_env()
-        results = rotate_keys(
-            get_engine(settings.database_url()),
-            to_key_id=args.to,
-            type_name=args.type,
-            dry_run=args.dry_run,
-            keyring=keyring,
-        )
-    except KeyConfigError as exc:
-        return _error(str(exc))
-    except sa.exc.SQLAlchemyError as exc:
-        cause = getattr(exc, "orig", None) or exc
-        return _error(f"the catalog database failed: {exc.__class__.__name__}: {cause}")
-    target = args.to or keyring.current_id
-    for r in results:
-        line = f"backup {r.backup_id} ({r.backup}): {r.status}"
-        if r.files and r.status in ("rotated", "would rotate"):
-            line += f", {len(r.files)} file(s) from {', '.join(r.from_key_ids)} to {target}"
-        if r.recovered:
-            line += f" (finished an interrupted rotation: {', '.join(r.recovered)})"
-        if r.message:
-            line += f": {r.message}"
-        print(line)
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no backups"
-    print(("dry run: " if args.dry_run else "") + summary)
-    if keyring.current_id and target != keyring.current_id:
-        print(
-            f"note: new backups are still encrypted with {keyring.current_id} "
-            f"({KEY_ID_ENV}); set it to {target} to match",
-            file=sys.stderr,
-        )
-    return 1 if counts.get("failed") else 0
-
-
-def cmd_keys_check(args: argparse.Namespace) -> int:
-    from htd_pipelines.db import get_engine
-
-    try:
-        keyring = Keyring.from_env()
-    except KeyConfigError as exc:
-        return _error(str(exc))
-    rows = check_keys(get_engine(settings.database_url()), type_name=args.type, keyring=keyring)
-    unreadable = [r for r in rows if r["missing"]]
-    if args.json:
-        print(json.dumps({"available": keyring.ids, "backups": unreadable}, indent=2))
-        return KEYS_CHECK_FAILED if unreadable else 0
-    in_use: dict[str, int] = {}
-    for r in rows:
-        for k in r["key_ids"]:
-            in_use[k] = in_use.get(k, 0) + 1
-    plain = sum(1 for r in rows if not r["key_ids"])
-    print(
-        f"{len(rows)} backup(s): {plain} not encrypted; key ids in use: "
-        + (", ".join(f"{k} ({n})" for k, n in sorted(in_use.items())) or "none")
-        + f"; available in {KEYS_ENV}: {', '.join(keyring.ids) or 'none'}"
-    )
-    for r in unreadable:
-        print(
-            f"backup {r['backup_id']} ({r['type']} {r['relation_id']} v{r['version']}): "
-            f"key id(s) {', '.join(r['missing'])} not available"
-        )
-    if not unreadable:
-        print("every backup can be read with the keys available")
-    return KEYS_CHECK_FAILED if unreadable else 0

@@ -1,0 +1,22 @@
+"""SQLite's connection conventions: real transactions and SAVEPOINTs, foreign keys on."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+
+def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - a DB-API connection
+    # SQLAlchemy's recipe for real SQLite transactions and SAVEPOINTs under pysqlite:
+    # pysqlite's own implicit BEGIN is switched off, and we emit BEGIN ourselves.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def configure(engine: Engine) -> None:
+    """Install the conventions on a new SQLite engine."""
+    sa.event.listen(engine, "connect", _pragmas)
+    sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
