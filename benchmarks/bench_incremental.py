@@ -4,7 +4,7 @@
                                                      [--dialect postgresql|mariadb|both]
                                                      [--json out.json] [--strict]
 
-Per dialect, all in the same run, everything in this process (``htd_pipelines.incremental``
+Per dialect, all in the same run, everything in this process (``htd_pipelines.versions``
 called directly, no Dagster):
 
 1. A scratch database gets the demo schema and one session of ``--rows`` rows
@@ -31,7 +31,7 @@ called directly, no Dagster):
    with the session's rows in the database, table by table.
 8. A table with PASS/FAIL: incremental bytes / full bytes <= 0.05 (only with ``--changed
    0.01``), the counts of step 5, the comparison of step 7; per table rows, changes and bytes;
-   for steps 3, 5 and 6 where the time goes (the functions of ``incremental`` that do the work,
+   for steps 3, 5 and 6 where the time goes (the functions of ``versions.protective`` doing it,
    wrapped with timers). Also the fixed overhead of the incremental's files: Parquet files of
    the same schemas and no rows, written the same way. ``--json PATH`` writes every figure.
 
@@ -81,10 +81,10 @@ UPDATE_COLUMNS = {
     "session_operate_log": "detail",
 }
 
-# incremental.py functions timed during the incremental runs (module globals, so patchable)
+# versions/protective.py functions timed during the incremental runs (module globals, so patchable)
 PHASES = {
     "read_current": "read the session's rows (extract path)",
-    "_probe": "probe keys + change column",
+    "probe": "probe keys + change column",
     "row_digest": "row digests (compare + new marks)",
     "compose": "rebuild the base version (read Parquet)",
     "diff_table": "diff by primary key",
@@ -116,20 +116,20 @@ class _Timer:
 
 @contextmanager
 def phase_timers():
-    """Patch PHASES in htd_pipelines.incremental with timers; yields {name: _Timer}."""
-    from htd_pipelines import incremental
+    """Patch PHASES in htd_pipelines.versions.protective with timers; yields {name: _Timer}."""
+    from htd_pipelines.versions import protective
 
     timers = {}
     for name in PHASES:
-        original = getattr(incremental, name, None)
+        original = getattr(protective, name, None)
         if original is not None:
             timers[name] = _Timer(original)
-            setattr(incremental, name, timers[name])
+            setattr(protective, name, timers[name])
     try:
         yield timers
     finally:
         for name, timer in timers.items():
-            setattr(incremental, name, timer.fn)
+            setattr(protective, name, timer.fn)
 
 
 def settle(url: str, rtype) -> float:
@@ -297,16 +297,14 @@ def change_session(engine, sid: int, fraction: float, *, seed: int = SEED) -> di
 
 def compare_with_live(engine, rtype, ids: list, composed: dict) -> dict:
     """compose()'s tables against the session's rows now, value for value, per table."""
-    from htd_pipelines import incremental
     from htd_pipelines.dialects.arrow_rows import differences, sort_by_key
+    from htd_pipelines.versions import diff
 
     out = {}
     for tplan in rtype.tables:
         key, schema = list(tplan.primary_key), tplan.arrow_schema()
-        live = sort_by_key(
-            incremental.conform(incremental.read_current(engine, tplan, ids), schema), key
-        )
-        got = sort_by_key(incremental.conform(composed[tplan.name], schema), key)
+        live = sort_by_key(diff.conform(diff.read_current(engine, tplan, ids), schema), key)
+        got = sort_by_key(diff.conform(composed[tplan.name], schema), key)
         off = differences(live, got, key, limit=3)
         out[tplan.name] = {
             "live_rows": live.num_rows,
@@ -323,11 +321,11 @@ def warm_up(engine, rtype, ids: list, store) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from htd_pipelines import incremental
+    from htd_pipelines.versions import diff
 
     rows = 0
     for tplan in rtype.tables:
-        table = incremental.read_current(engine, tplan, ids)
+        table = diff.read_current(engine, tplan, ids)
         rows += table.num_rows
         sink = pa.BufferOutputStream()
         pq.write_table(table.slice(0, 10_000), sink, compression="zstd")
@@ -370,11 +368,11 @@ def manifest_size(store, location: str) -> int | None:
 
 
 def measure_dialect(dialect: str, rows_requested: int, args: argparse.Namespace) -> dict:
-    from htd_pipelines import incremental
     from htd_pipelines.dialects.engine import dispose_engines, get_engine
     from htd_pipelines.registry.spec import load_registry
     from htd_pipelines.store import catalog
     from htd_pipelines.store.snapshots import SnapshotStore
+    from htd_pipelines.versions import chain, protective
 
     out: dict = {
         "dialect": dialect,
@@ -400,7 +398,7 @@ def measure_dialect(dialect: str, rows_requested: int, args: argparse.Namespace)
         wait = args.quiet_wait
 
         def protect(run_id: str):
-            [outcome] = incremental.protective_backup(
+            [outcome] = protective.protective_backup(
                 engine,
                 registry,
                 store,
@@ -489,7 +487,7 @@ def measure_dialect(dialect: str, rows_requested: int, args: argparse.Namespace)
             url,
             rtype,
             wait,
-            lambda: incremental.compose_version(engine, TYPE_NAME, sid, inc.version, store),
+            lambda: chain.compose_version(engine, TYPE_NAME, sid, inc.version, store),
         )
         composed_rows = sum(t.num_rows for t in composed.values())
         t0 = time.perf_counter()
@@ -503,7 +501,7 @@ def measure_dialect(dialect: str, rows_requested: int, args: argparse.Namespace)
             "tables_differing": sorted(n for n, t in per_table.items() if not t["same"]),
         }
         del composed
-        out["versions"] = incremental.list_versions(engine, TYPE_NAME, sid)
+        out["versions"] = chain.list_versions(engine, TYPE_NAME, sid)
         with engine.connect() as conn:
             records = catalog.find_backups(conn, type_name=TYPE_NAME, relation_id=str(sid))
         manifests = {r.version: r.manifest for r in records}

@@ -118,12 +118,12 @@ class _Timer:
 
 
 def _encode_s(conn, tplan, table) -> float | None:  # noqa: ANN001
-    """Seconds to build the COPY payload of `table` the way load._copy_in does, no sending:
-    pgpq's binary encoding when load picks COPY (FORMAT binary) for the table, else Arrow CSV.
+    """Seconds to build the COPY payload of `table` the way postgresql.copy_in does, no sending:
+    pgpq's binary encoding when it picks COPY (FORMAT binary) for the table, else Arrow CSV.
 
-    None when load.py no longer has these paths (the benchmark must not break on a rewrite).
+    None when postgresql.py no longer has these paths (the benchmark must not break on a rewrite).
     """
-    from htd_pipelines import load
+    from htd_pipelines.dialects import postgresql as load
 
     binary_types = getattr(load, "_binary_types", None)
     types = binary_types(conn, tplan, table.schema) if binary_types is not None else None
@@ -155,7 +155,8 @@ def _copy_out_drain_s(conn, tplan, ids: list) -> float:  # noqa: ANN001
 
 def measure_phases(engine, url: str, rtype, manifest, ids: list, repeat: int) -> dict:  # noqa: ANN001
     """Each phase of the restore timed on its own, on the same data (best of `repeat`)."""
-    from htd_pipelines import load, restore
+    from htd_pipelines import restore
+    from htd_pipelines.dialects import arrow_rows, postgresql, write
     from htd_pipelines.store.snapshots import SnapshotStore
 
     pg = engine.dialect.name == "postgresql"
@@ -169,9 +170,9 @@ def measure_phases(engine, url: str, rtype, manifest, ids: list, repeat: int) ->
         rep["load_snapshot_s"] = time.perf_counter() - t0
         settle(url, rtype)
         seq_timer = None
-        original_seq = getattr(load, "_advance_sequences", None)
+        original_seq = getattr(postgresql, "advance_sequences", None)
         if original_seq is not None:
-            seq_timer = load._advance_sequences = _Timer(original_seq)
+            seq_timer = postgresql.advance_sequences = _Timer(original_seq)
         try:
             sent: dict = {}
             with engine.connect() as conn:
@@ -180,7 +181,7 @@ def measure_phases(engine, url: str, rtype, manifest, ids: list, repeat: int) ->
                     data = tables[tplan.name]
                     before = seq_timer.seconds if seq_timer else 0.0
                     t0 = time.perf_counter()
-                    sent[tplan.name] = load.insert_rows(conn, tplan, data)
+                    sent[tplan.name] = write.insert_rows(conn, tplan, data)
                     ins = time.perf_counter() - t0
                     rep["tables"][tplan.name] = {
                         "rows": data.num_rows,
@@ -190,7 +191,7 @@ def measure_phases(engine, url: str, rtype, manifest, ids: list, repeat: int) ->
                 for tplan in rtype.tables:
                     data = tables[tplan.name]
                     key = list(tplan.primary_key)
-                    same = getattr(load, "same_as_sent", None)
+                    same = getattr(postgresql, "same_as_sent", None)
                     was = sent.get(tplan.name)
                     if same is not None and was is not None:
                         # what restore_backup does first: the binary read-back, byte compare
@@ -199,16 +200,18 @@ def measure_phases(engine, url: str, rtype, manifest, ids: list, repeat: int) ->
                         rep["tables"][tplan.name]["binary_compare_s"] = time.perf_counter() - t0
                         rep["tables"][tplan.name]["binary_equal"] = equal
                     t0 = time.perf_counter()
-                    actual = load.read_rows(conn, tplan, ids)
+                    actual = write.read_rows(conn, tplan, ids)
                     t1 = time.perf_counter()
-                    align = getattr(load, "align_by_key", None)  # sorts only what is out of order
+                    align = getattr(
+                        arrow_rows, "align_by_key", None
+                    )  # sorts only what is out of order
                     if align is not None:
                         expected, actual = align(data, actual, key)
                     else:
-                        expected = load.sort_by_key(data, key)
-                        actual = load.sort_by_key(actual, key)
+                        expected = arrow_rows.sort_by_key(data, key)
+                        actual = arrow_rows.sort_by_key(actual, key)
                     t2 = time.perf_counter()
-                    diffs = load.differences(expected, actual, key, limit=10_000)
+                    diffs = arrow_rows.differences(expected, actual, key, limit=10_000)
                     t3 = time.perf_counter()
                     if diffs:
                         raise SystemExit(f"read-back differs in {tplan.name}: {diffs[:3]}")
@@ -216,7 +219,7 @@ def measure_phases(engine, url: str, rtype, manifest, ids: list, repeat: int) ->
                         {"read_rows_s": t1 - t0, "sort_s": t2 - t1, "compare_s": t3 - t2}
                     )
                     del actual, expected
-                if pg and load.use_copy(conn):
+                if pg and write.use_copy(conn):
                     for tplan in rtype.tables:
                         rep["tables"][tplan.name]["copy_out_drain_s"] = _copy_out_drain_s(
                             conn, tplan, ids
@@ -226,7 +229,7 @@ def measure_phases(engine, url: str, rtype, manifest, ids: list, repeat: int) ->
                 rep["rollback_s"] = time.perf_counter() - t0
         finally:
             if original_seq is not None:
-                load._advance_sequences = original_seq
+                postgresql.advance_sequences = original_seq
         if pg:
             with engine.connect() as conn:
                 for tplan in rtype.tables:

@@ -11,14 +11,10 @@ from dagster import Definitions, EnvVar, JobDefinition, definitions
 from htd_pipelines import settings
 from htd_pipelines.assets.catalog import backup_catalog
 from htd_pipelines.assets.checks import snapshots_verified
-from htd_pipelines.assets.data_tables import (
-    data_table_backup,
-    data_table_backup_job,
-    data_table_backup_schedule,
-    data_table_partitions_sensor,
-)
+from htd_pipelines.assets.data_tables import data_table_backup
 from htd_pipelines.jobs.backup import build_backup_job
 from htd_pipelines.jobs.cleanup import test_session_cleanup_job
+from htd_pipelines.jobs.data_tables import data_table_backup_job
 from htd_pipelines.jobs.incremental import protective_backup_job, restore_version_job
 from htd_pipelines.jobs.restore import restore_job
 from htd_pipelines.jobs.retention import retention_job
@@ -27,11 +23,13 @@ from htd_pipelines.registry.spec import Registry, load_registry
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
 from htd_pipelines.resources.alerts import AlertSink
 from htd_pipelines.schedules.cleanup import test_session_cleanup
+from htd_pipelines.schedules.data_tables import data_table_backup_schedule
 from htd_pipelines.schedules.declared import load_declared_schedules, schedules_file
 from htd_pipelines.schedules.incremental import protective_backup_schedule
 from htd_pipelines.schedules.retention import retention_schedule
 from htd_pipelines.schedules.verify import verify_backups_schedule
 from htd_pipelines.sensors.alerts import alert_sensors
+from htd_pipelines.sensors.data_tables import data_table_partitions_sensor
 from htd_pipelines.sensors.deletion_marker import deletion_marker_sensor
 from htd_pipelines.sensors.restore_request import restore_request_sensor
 

@@ -6,42 +6,15 @@ it is a failure: CI must provide every server.
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-# Make the helper modules next to this file (dbs.py, chinook.py) importable as top-level modules
-# regardless of the import mode or whether tests/ becomes a package.
-_TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
-from dbs import DIALECTS, drop_database, new_database, server_available  # noqa: E402
-
-_AVAILABILITY: dict[str, tuple[bool, str]] = {}
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: a slow test (deselect with -m 'not slow')")
-
-
-def running_under_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1")
-
-
-def require_server(dialect: str) -> None:
-    """Skip (or, under CI, fail) the current test when ``dialect``'s server is unreachable."""
-    if dialect not in _AVAILABILITY:
-        _AVAILABILITY[dialect] = server_available(dialect)
-    ok, reason = _AVAILABILITY[dialect]
-    if ok:
-        return
-    if running_under_ci():
-        pytest.fail(f"{dialect} server required under CI: {reason}", pytrace=False)
-    pytest.skip(reason)
+from htd_pipelines.demo.schema import create_demo_schema
+from htd_pipelines.demo.seed import seed_demo
+from tests.support.dbs import DIALECTS, drop_database, new_database, require_server
+from tests.support.env import HtdEnv, make_env
 
 
 @pytest.fixture(params=list(DIALECTS), ids=list(DIALECTS))
@@ -63,7 +36,32 @@ def db_url(dialect: str, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def chinook_url(db_url: str) -> str:
     """``db_url`` with the Chinook sample database loaded (see tests/chinook.py)."""
-    from chinook import load_chinook
+    from tests.support.chinook import load_chinook
 
     load_chinook(db_url)
     return db_url
+
+
+@pytest.fixture
+def seeded_env(
+    monkeypatch: pytest.MonkeyPatch, db_url: str, tmp_path: Path
+) -> Callable[..., HtdEnv]:
+    """Factory of the usual test environment: ``db_url`` configured as the application database
+    (HTD_* set, snapshots under ``tmp_path``), the demo schema created and ``sessions`` demo
+    sessions seeded (their ids in ``env.ids``)."""
+
+    def make(
+        sessions: int = 0,
+        *,
+        seed: int = 0,
+        test_fraction: float | None = None,
+        relations_file: str | None = None,
+    ) -> HtdEnv:
+        env = make_env(monkeypatch, db_url, tmp_path, relations_file)
+        create_demo_schema(env.engine)
+        if sessions:
+            extra = {} if test_fraction is None else {"test_fraction": test_fraction}
+            env.ids = seed_demo(env.engine, sessions, seed=seed, **extra)
+        return env
+
+    return make

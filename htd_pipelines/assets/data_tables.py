@@ -5,34 +5,21 @@
 
 from dagster import (
     AssetExecutionContext,
-    DefaultSensorStatus,
     DynamicPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
-    RunRequest,
-    ScheduleEvaluationContext,
-    SensorEvaluationContext,
-    SensorResult,
-    SkipReason,
     asset,
-    define_asset_job,
-    schedule,
-    sensor,
 )
 
 from htd_pipelines import settings
+from htd_pipelines.assets.run_tags import add_missing_run_tags
 from htd_pipelines.backup import backup_sessions
-from htd_pipelines.jobs.tags import add_missing_run_tags
-from htd_pipelines.registry.resolved import resolve_type
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
-from htd_pipelines.schedules.guards import running_skip
 
 data_tables = DynamicPartitionsDefinition(name="data_tables")
 
-
 def dataset_type() -> str:
     return settings.dataset_type()
-
 
 @asset(
     key="data_table_backup",
@@ -71,59 +58,3 @@ def data_table_backup(
             "location": recorded.location,
         }
     )
-
-
-data_table_backup_job = define_asset_job(
-    name="data_table_backup_job",
-    selection=[data_table_backup],
-    description="Back up data tables (one run per data table partition).",
-    tags={"htd/job": "data_table_backup"},
-)
-
-
-@sensor(
-    minimum_interval_seconds=300,
-    default_status=DefaultSensorStatus.STOPPED,
-    description="Adds a data_tables partition for every data table key found in the "
-    "application database (the dataset type's root key).",
-)
-def data_table_partitions_sensor(
-    context: SensorEvaluationContext, database: AppDatabase, relations: RelationRegistry
-):
-    engine = database.engine()
-    rtype = resolve_type(engine, relations.load().get(dataset_type()))
-    key = rtype.root.table.c[rtype.root.rule.key]
-    import sqlalchemy as sa
-
-    with engine.connect() as conn:
-        keys = {str(k) for k in conn.execute(sa.select(key).distinct()).scalars() if k is not None}
-    known = set(context.instance.get_dynamic_partitions(data_tables.name))
-    new = sorted(keys - known)
-    if not new:
-        return SensorResult(skip_reason=SkipReason("no new data tables"))
-    return SensorResult(dynamic_partitions_requests=[data_tables.build_add_request(new)])
-
-
-@schedule(
-    job=data_table_backup_job,
-    cron_schedule=settings.DATA_TABLE_CRON.text() or "",
-    execution_timezone=settings.DATA_TABLE_TIMEZONE.text() or settings.DEFAULT_TIMEZONE,
-    description="Daily backup of every data table partition (one run each); a tick is skipped, "
-    "with the reason, while a run of data_table_backup_job is still queued or running.",
-)
-def data_table_backup_schedule(context: ScheduleEvaluationContext):
-    skip = running_skip(context, data_table_backup_job.name)
-    if skip:
-        return skip
-    keys = context.instance.get_dynamic_partitions(data_tables.name)
-    if not keys:
-        return SkipReason("no data table partitions yet (see data_table_partitions_sensor)")
-    day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-    return [
-        RunRequest(
-            run_key=f"{key}:{day}",
-            partition_key=key,
-            tags={"htd/schedule": "data_table_backup_schedule"},
-        )
-        for key in keys
-    ]

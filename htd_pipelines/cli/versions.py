@@ -86,11 +86,11 @@ def cmd_versions_list(args: argparse.Namespace) -> int:
 
 
 def cmd_versions_backup(args: argparse.Namespace) -> int:
-    from htd_pipelines.cli.launch import run_job
+    from htd_pipelines.cli.launch import run_cli_job
     from htd_pipelines.jobs.incremental import PROTECTIVE_OP, protective_run_config
     from htd_pipelines.jobs.run_config import backup_tags
 
-    result = run_job(
+    result = run_cli_job(
         args,
         "protective_backup_job",
         protective_run_config(
@@ -118,13 +118,13 @@ def cmd_versions_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_versions_restore(args: argparse.Namespace) -> int:
-    from htd_pipelines.cli.launch import run_job
+    from htd_pipelines.cli.launch import run_cli_job
     from htd_pipelines.jobs.incremental import RESTORE_VERSION_OP, restore_version_run_config
 
     tags = {"htd/type": args.type, "htd/relation_id": str(args.relation_id)}
     if args.uid:
         tags["htd/uid"] = args.uid
-    result = run_job(
+    result = run_cli_job(
         args,
         "restore_version_job",
         restore_version_run_config(args.type, args.relation_id, args.version, args.uid),

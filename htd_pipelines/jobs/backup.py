@@ -16,9 +16,9 @@ from pydantic import Field
 
 from htd_pipelines import backup
 from htd_pipelines.assets.catalog import backup_materialization
+from htd_pipelines.assets.run_tags import add_missing_run_tags
 from htd_pipelines.backup import BackupPlan, RecordedBackup, TableExtract
 from htd_pipelines.jobs.run_config import backup_tags
-from htd_pipelines.jobs.tags import add_missing_run_tags
 from htd_pipelines.registry.spec import Registry, TableRule
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
 from htd_pipelines.settings import marker_max_attempts

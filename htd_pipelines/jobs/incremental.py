@@ -14,9 +14,9 @@ from pydantic import Field
 
 from htd_pipelines import settings
 from htd_pipelines.assets.catalog import backup_materialization
+from htd_pipelines.assets.run_tags import add_missing_run_tags
 from htd_pipelines.backup import BackupError, RecordedBackup
 from htd_pipelines.jobs.run_config import backup_tags
-from htd_pipelines.jobs.tags import add_missing_run_tags
 from htd_pipelines.registry.spec import RegistryError
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
 from htd_pipelines.restore import RestoreRefused

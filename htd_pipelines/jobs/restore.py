@@ -10,9 +10,9 @@ from pydantic import Field
 
 from htd_pipelines import restore
 from htd_pipelines.assets.catalog import restore_materialization
+from htd_pipelines.assets.run_tags import add_missing_run_tags
 from htd_pipelines.dialects.engine import get_engine
 from htd_pipelines.jobs.run_config import SESSION_TAG, session_tag
-from htd_pipelines.jobs.tags import add_missing_run_tags
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
 from htd_pipelines.store import catalog
 

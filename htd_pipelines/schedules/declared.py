@@ -32,6 +32,7 @@ from dagster import (
     RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
+    SkipReason,
     schedule,
 )
 
@@ -89,7 +90,7 @@ class Declaration:
         """A schedule like the decorated ones in code (it can be called with a context)."""
         decl = self
 
-        def evaluate(context: ScheduleEvaluationContext):  # noqa: ANN202
+        def evaluate(context: ScheduleEvaluationContext) -> SkipReason | RunRequest:
             skip = running_skip(context, decl.job)
             if skip:
                 return skip
@@ -223,7 +224,16 @@ def _entry_errors(entry: object, known: set[str], reserved: Collection[str]) -> 
     missing = [k for k in _REQUIRED if entry.get(k) in (None, "")]
     if missing:
         errors.append(f"missing {', '.join(missing)}")
+    errors += _required_field_errors(entry, known, reserved)
+    errors += _optional_field_errors(entry)
+    return errors
 
+
+def _required_field_errors(
+    entry: Mapping, known: set[str], reserved: Collection[str]
+) -> list[str]:
+    """Problems with the name, cron, timezone and job an entry gives (absent ones aside)."""
+    errors: list[str] = []
     name = entry.get("name")
     if name not in (None, ""):
         if not isinstance(name, str) or not _is_valid_name(name):
@@ -234,19 +244,24 @@ def _entry_errors(entry: object, known: set[str], reserved: Collection[str]) -> 
             errors.append(f"name {name!r} is taken by a schedule defined in code")
 
     cron = entry.get("cron")
-    if cron not in (None, ""):
-        if not isinstance(cron, str) or not _is_valid_cron(" ".join(cron.split())):
-            errors.append(f"invalid cron string {cron!r} (5 fields: minute hour day month weekday)")
+    if cron not in (None, "") and (
+        not isinstance(cron, str) or not _is_valid_cron(" ".join(cron.split()))
+    ):
+        errors.append(f"invalid cron string {cron!r} (5 fields: minute hour day month weekday)")
 
     tz = entry.get("timezone")
-    if tz not in (None, ""):
-        if not isinstance(tz, str) or not valid_timezone(tz):
-            errors.append(f"unknown timezone {tz!r} (an IANA name such as Asia/Shanghai or UTC)")
+    if tz not in (None, "") and (not isinstance(tz, str) or not valid_timezone(tz)):
+        errors.append(f"unknown timezone {tz!r} (an IANA name such as Asia/Shanghai or UTC)")
 
     job = entry.get("job")
     if job not in (None, "") and job not in known:
         errors.append(f"unknown job {job!r} (jobs: {', '.join(sorted(known)) or 'none'})")
+    return errors
 
+
+def _optional_field_errors(entry: Mapping) -> list[str]:
+    """Problems with the enabled, run_config, tags and description an entry gives."""
+    errors: list[str] = []
     if "enabled" in entry and not isinstance(entry["enabled"], bool):
         errors.append(f"enabled must be true or false, got {entry['enabled']!r}")
     if entry.get("run_config") is not None and not isinstance(entry["run_config"], Mapping):

@@ -56,7 +56,7 @@ def guarded_schedule(
         execution_timezone=timezone.text() or settings.DEFAULT_TIMEZONE,
         description=description,
     )
-    def evaluate(context: ScheduleEvaluationContext):  # noqa: ANN202
+    def evaluate(context: ScheduleEvaluationContext) -> SkipReason | RunRequest:
         skip = running_skip(context, job_name)
         if skip:
             return skip

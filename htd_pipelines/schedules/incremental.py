@@ -1,6 +1,6 @@
 """The protective_backup schedule: incremental versions of the sessions that changed."""
 
-from dagster import RunRequest, ScheduleEvaluationContext, schedule
+from dagster import RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 
 from htd_pipelines import settings
 from htd_pipelines.jobs.incremental import protective_run_config
@@ -15,7 +15,7 @@ from htd_pipelines.schedules.guards import running_skip
     "inst): a new version of each session changed since its last one, at most "
     "HTD_PROTECTIVE_MAX_SESSIONS (default 100) per run; skipped while the job still runs.",
 )
-def protective_backup_schedule(context: ScheduleEvaluationContext):
+def protective_backup_schedule(context: ScheduleEvaluationContext) -> SkipReason | RunRequest:
     skip = running_skip(context, "protective_backup_job")
     if skip:
         return skip

@@ -1,8 +1,9 @@
 """Alert sensors.
 
 - ``htd_alert_on_run_failure``: a run failure sensor on every job of the code location
-  (every job of the Definitions); one alert per failed run, with the run link, the run's htd/ tags and the
-  error. A restore refused because the backup is already restored is kind ``restore_twice``.
+  (every job of the Definitions); one alert per failed run, with the run link, the run's htd/
+  tags and the error. A restore refused because the backup is already restored is kind
+  ``restore_twice``.
 - ``htd_overdue_alerts``: what did *not* happen: a deletion marker still there after
   HTD_ALERT_MARKER_DELAY_MINUTES, a running schedule whose job has not succeeded for two cron
   intervals, a failed verification (``verify``/``failed`` rows of htd_operation_log). Each is
@@ -38,6 +39,7 @@ from htd_pipelines import alerts as alerting
 from htd_pipelines.alerts import Alert
 from htd_pipelines.markers import marker_columns
 from htd_pipelines.registry.resolved import resolve_type
+from htd_pipelines.registry.spec import Registry
 from htd_pipelines.resources import AppDatabase, RelationRegistry
 from htd_pipelines.resources.alerts import AlertSink
 from htd_pipelines.store import catalog
@@ -131,9 +133,9 @@ def build_run_failure_alert_sensor(jobs: Iterable[Any]) -> SensorDefinition:
         monitored_jobs=monitored,
         default_status=DefaultSensorStatus.STOPPED,
         description="Alerts (log + HTD_ALERT_WEBHOOK_URL) when a run of any job of this code "
-        f"location fails ({', '.join(j.name for j in monitored)}): run link, htd/type, relation id(s), "
-        "backup id and the error. A restore of an already restored backup is alerted as "
-        "restore_twice.",
+        f"location fails ({', '.join(j.name for j in monitored)}): run link, htd/type, "
+        "relation id(s), backup id and the error. A restore of an already restored backup is "
+        "alerted as restore_twice.",
     )
     def htd_alert_on_run_failure(context: RunFailureSensorContext, alerts: AlertSink) -> None:
         alerts.send(run_failure_alert(context), context.log)
@@ -179,7 +181,9 @@ def overdue_markers(engine: sa.Engine, rtype: Any, cutoff: dt.datetime) -> tuple
     return found, len(rows) >= MARKER_SCAN_LIMIT
 
 
-def cron_interval(cron: str | Sequence[str], timezone: str | None, now: dt.datetime):
+def cron_interval(
+    cron: str | Sequence[str], timezone: str | None, now: dt.datetime
+) -> dt.timedelta:
     """The largest gap between consecutive ticks over the last CRON_SAMPLE_DAYS (at least two
     gaps): a schedule that skips weekends has a 3-day interval, not a 1-day one."""
     ticks = schedule_execution_time_iterator(
@@ -221,7 +225,9 @@ def _is_running(schedule_def: Any, state: Any) -> bool:
     return schedule_def.default_status == DefaultScheduleStatus.RUNNING
 
 
-def _last_success(context: SensorEvaluationContext, job_name: str):  # noqa: ANN202
+def _last_success(
+    context: SensorEvaluationContext, job_name: str
+) -> tuple[str | None, dt.datetime | None]:
     records = context.instance.get_run_records(
         RunsFilter(job_name=job_name, statuses=[DagsterRunStatus.SUCCESS]), limit=1
     )
@@ -285,7 +291,9 @@ def _schedule_alerts(context, state: dict, now: dt.datetime, log) -> list[Alert]
     return found
 
 
-def _marker_alerts(engine: sa.Engine, registry, state: dict, now: dt.datetime, budget: int):  # noqa: ANN001, ANN201
+def _marker_alerts(
+    engine: sa.Engine, registry: Registry, state: dict, now: dt.datetime, budget: int
+) -> list[Alert]:
     delay = alerting.marker_delay_minutes()
     cutoff = now - dt.timedelta(minutes=delay)
     alerted = set(state.get("markers", []))
@@ -378,7 +386,7 @@ def htd_overdue_alerts(
     database: AppDatabase,
     relations: RelationRegistry,
     alerts: AlertSink,
-):
+) -> SensorResult:
     state = json.loads(context.cursor) if context.cursor else {}
     now = dt.datetime.now(dt.UTC)
     engine = database.engine()

@@ -1,9 +1,11 @@
 """deletion_marker_sensor: back up and delete sessions the application marked for deletion
 (replaces ProcessBatchOperate's batch delete)."""
 
+import contextlib
 import datetime as dt
 import json
 
+import sqlalchemy as sa
 from dagster import (
     DefaultSensorStatus,
     RunRequest,
@@ -18,21 +20,19 @@ from htd_pipelines import settings
 from htd_pipelines.dialects.engine import get_engine
 from htd_pipelines.jobs.run_config import backup_run_config, backup_tags
 from htd_pipelines.markers import Marker, abandon, claims_for, new_markers, stale_markers
-from htd_pipelines.registry.resolved import resolve_type
+from htd_pipelines.registry.resolved import ResolvedType, resolve_type
 from htd_pipelines.resources import AppDatabase, RelationRegistry
 from htd_pipelines.schedules.guards import IN_FLIGHT
 from htd_pipelines.store import catalog
 
 
-def _decode(value: list | None):  # noqa: ANN202
+def _decode(value: list | None) -> tuple[object, object] | None:
     if value is None:
         return None
     at, key = value
     if isinstance(at, str):
-        try:
+        with contextlib.suppress(ValueError):
             at = dt.datetime.fromisoformat(at)
-        except ValueError:
-            pass
     return at, key
 
 
@@ -63,7 +63,15 @@ def _request(type_name: str, markers: list[Marker], run_key: str) -> RunRequest:
     )
 
 
-def _retries(context, engine, rtype, after, retry_minutes, max_attempts, limit):  # noqa: ANN001, ANN202
+def _retries(
+    context: SensorEvaluationContext,
+    engine: sa.Engine,
+    rtype: ResolvedType,
+    after: tuple[object, object] | None,
+    retry_minutes: float,
+    max_attempts: int,
+    limit: int,
+) -> list[RunRequest]:
     """Markers already launched whose session is still there: their run failed or never
     started. Retried one session per run, spaced by the retry delay, at most max_attempts
     runs per marker; then abandoned and reported once."""
@@ -112,7 +120,7 @@ def _retries(context, engine, rtype, after, retry_minutes, max_attempts, limit):
 )
 def deletion_marker_sensor(
     context: SensorEvaluationContext, database: AppDatabase, relations: RelationRegistry
-):
+) -> SensorResult:
     registry = relations.load()
     engine = get_engine(database.url)
     catalog.ensure_catalog(engine)

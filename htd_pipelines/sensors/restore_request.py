@@ -35,7 +35,9 @@ def _cursor(raw: str | None) -> tuple[dt.datetime, int] | None:
     "is_reback is 0: one run per request (run_key), already restored ones skipped with a reason. "
     "The cursor is the last (requested_at, id) seen, so a burst drains without duplicates.",
 )
-def restore_request_sensor(context: SensorEvaluationContext, database: AppDatabase):
+def restore_request_sensor(
+    context: SensorEvaluationContext, database: AppDatabase
+) -> SensorResult:
     engine = database.engine()
     catalog.ensure_catalog(engine)
     with engine.connect() as conn:
