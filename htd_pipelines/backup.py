@@ -219,7 +219,9 @@ def file_reference(column: str, key: list[str], found: pa.Table) -> dict:
 class _Capture:
     """Per-relation accumulation while one table streams: writer, keys, remote-file refs."""
 
-    def __init__(self, store: SnapshotStore, path: str, schema: pa.Schema, plan: TablePlan):
+    def __init__(
+        self, store: SnapshotStore, path: str, schema: pa.Schema, plan: TablePlan
+    ) -> None:
         self.writer = store.parquet_writer(path, schema)
         self.schema = schema
         self.plan = plan

@@ -400,36 +400,12 @@ def restore_backup(
     ctx = prepare(catalog_engine, target, registry, backup_id, store)
     if claiming:
         _refuse_if_restored(ctx.record)
-    rows: dict[str, int] = {}
-    corrected: dict[str, int] = {}
-    sent: dict[str, SentRows | None] = {}
     try:
         with target.begin() as conn:
             if claiming:
                 _claim(conn, ctx.record, uid, run_id)
-            integrity = (sa.exc.IntegrityError, conn.dialect.dbapi.IntegrityError)
-            for tplan, data in ctx.tables_read_ahead():  # parents first
-                if tplan.rule.primary_key:  # declared key: no constraint guards duplicates
-                    hits = find_conflicts(conn, tplan, data)
-                    if hits:
-                        raise RestoreRefused(
-                            f"backup {backup_id}: rows with these keys already exist "
-                            f"({tplan.name}: {hits}); nothing was written"
-                        )
-                try:
-                    with conn.begin_nested():  # a failed insert leaves the transaction usable
-                        sent[tplan.name] = insert_rows(conn, tplan, data)
-                except integrity as exc:
-                    raise _integrity_refusal(conn, ctx, tplan, exc) from exc
-                rows[tplan.name] = data.num_rows
-                del data
-            for tplan in ctx.rtype.tables:  # read back after every insert (and trigger)
-                was = sent.get(tplan.name)
-                if was is not None and same_as_sent(conn, tplan, ctx.ids, was):
-                    continue  # byte for byte what was written: every value as backed up
-                fixed = verify_rows(conn, tplan, ctx.table(tplan.name), ctx.ids)
-                if fixed:
-                    corrected[tplan.name] = fixed
+            rows, sent = _insert_tables(conn, ctx, backup_id)
+            corrected = _read_back(conn, ctx, sent)
             if rehearsal:
                 raise _Rehearsed(rows, corrected)
             if claiming:
@@ -478,7 +454,50 @@ def restore_backup(
     )
 
 
-class _Rehearsed(Exception):  # noqa: N818 - control flow: roll the rehearsal back
+def _insert_tables(
+    conn: Connection, ctx: RestoreContext, backup_id: int
+) -> tuple[dict[str, int], dict[str, SentRows | None]]:
+    """Insert every table of the backup, parents first, in the caller's transaction: rows
+    inserted and what was sent, per table. A key that already exists or a missing parent
+    raises RestoreRefused (the caller's transaction rolls back: nothing is written)."""
+    rows: dict[str, int] = {}
+    sent: dict[str, SentRows | None] = {}
+    integrity = (sa.exc.IntegrityError, conn.dialect.dbapi.IntegrityError)
+    for tplan, data in ctx.tables_read_ahead():  # parents first
+        if tplan.rule.primary_key:  # declared key: no constraint guards duplicates
+            hits = find_conflicts(conn, tplan, data)
+            if hits:
+                raise RestoreRefused(
+                    f"backup {backup_id}: rows with these keys already exist "
+                    f"({tplan.name}: {hits}); nothing was written"
+                )
+        try:
+            with conn.begin_nested():  # a failed insert leaves the transaction usable
+                sent[tplan.name] = insert_rows(conn, tplan, data)
+        except integrity as exc:
+            raise _integrity_refusal(conn, ctx, tplan, exc) from exc
+        rows[tplan.name] = data.num_rows
+        del data
+    return rows, sent
+
+
+def _read_back(
+    conn: Connection, ctx: RestoreContext, sent: dict[str, SentRows | None]
+) -> dict[str, int]:
+    """Read every table back after every insert (and trigger), in the caller's transaction:
+    cells that differ from the backup are corrected. Corrected cells per table."""
+    corrected: dict[str, int] = {}
+    for tplan in ctx.rtype.tables:
+        was = sent.get(tplan.name)
+        if was is not None and same_as_sent(conn, tplan, ctx.ids, was):
+            continue  # byte for byte what was written: every value as backed up
+        fixed = verify_rows(conn, tplan, ctx.table(tplan.name), ctx.ids)
+        if fixed:
+            corrected[tplan.name] = fixed
+    return corrected
+
+
+class _Rehearsed(Exception):  # control flow (not an error): roll the rehearsal back
     """Raised inside a rehearsal's transaction so that it rolls back."""
 
 

@@ -57,7 +57,7 @@ def plan_prune(
         newest_verified = next((r.id for r in versions if r.id in verified), None)
         for index, r in enumerate(versions):
 
-            def decide(prune: bool, reason: str, r=r) -> None:  # noqa: ANN001
+            def decide(prune: bool, reason: str, r: catalog.BackupRecord = r) -> None:
                 decisions.append(
                     PruneDecision(r.id, r.type, r.relation_id, r.version, prune, reason)
                 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import AssetKey, AssetMaterialization, AssetSpec, MetadataValue
 
 from htd_pipelines.backup import RecordedBackup
+from htd_pipelines.restore import RestoreResult
 
 BACKUP_CATALOG = AssetKey("backup_catalog")
 
@@ -46,7 +47,9 @@ def backup_materialization(
     )
 
 
-def restore_materialization(result, uid: str | None, run_id: str) -> AssetMaterialization:  # noqa: ANN001
+def restore_materialization(
+    result: RestoreResult, uid: str | None, run_id: str
+) -> AssetMaterialization:
     return AssetMaterialization(
         asset_key=BACKUP_CATALOG,
         description=f"backup {result.backup_id} restored ({result.relation_id})",

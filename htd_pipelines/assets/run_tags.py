@@ -1,7 +1,7 @@
 """The htd/ tags a job's first op puts on its own run.
 
 The CLI and the sensors launch runs with htd/type, htd/relation_id(s), htd/uid (see
-`htd_pipelines.runner.backup_tags`); a run launched from the Dagster launchpad has only its run
+`jobs.run_config.backup_tags`); a run launched from the Dagster launchpad has only its run
 config. The first op copies what the config says into the run's tags, so the runs list can be
 filtered by session and a failure alert names the type and the session either way. Tags the run
 already has are kept as they are.

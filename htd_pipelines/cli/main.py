@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from sqlalchemy.exc import SQLAlchemyError
 
 from htd_pipelines.backup import BackupError
-from htd_pipelines.cli.launch import JobFailed
 from htd_pipelines.cli import catalog, keys, schedules, sessions, versions
+from htd_pipelines.cli.launch import JobFailed
 from htd_pipelines.cli.output import database_error, one_line
 from htd_pipelines.registry.spec import RegistryError
 from htd_pipelines.restore import RestoreRefused

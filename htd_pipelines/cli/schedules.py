@@ -7,9 +7,15 @@ import datetime as dt
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from htd_pipelines import settings
 from htd_pipelines.definitions import job_names
+
+if TYPE_CHECKING:  # for the annotations only: the functions import these where they run
+    from dagster import DagsterInstance, RunRecord
+
+    from htd_pipelines.schedules.crontab_import import ImportResult
 
 HISTORY_DEFAULT_LIMIT = 20
 
@@ -102,7 +108,9 @@ def cmd_crontab_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import_summary(result, source: str, out: Path | None, *, replaced: bool, file) -> None:  # noqa: ANN001
+def _import_summary(
+    result: ImportResult, source: str, out: Path | None, *, replaced: bool, file: TextIO
+) -> None:
     from htd_pipelines.cli.output import table as _table
     from htd_pipelines.schedules.declared import SCHEDULES_FILE_ENV
 
@@ -142,7 +150,7 @@ def _indent(text: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def run_history(instance, job: str | None, limit: int) -> list[dict]:  # noqa: ANN001
+def run_history(instance: DagsterInstance, job: str | None, limit: int) -> list[dict]:
     """Runs of ``job`` (or of every job of the code location), newest first per job."""
     from dagster import RunsFilter
 
@@ -155,7 +163,7 @@ def run_history(instance, job: str | None, limit: int) -> list[dict]:  # noqa: A
     return runs
 
 
-def _run_doc(record) -> dict:  # noqa: ANN001
+def _run_doc(record: RunRecord) -> dict:
     run = record.dagster_run
     start, end = record.start_time, record.end_time
     return {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dagster import ExecuteInProcessResult
+
 from htd_pipelines import settings
 from htd_pipelines.cli.launch import run_cli_job
 from htd_pipelines.cli.output import print_json
@@ -90,7 +92,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     print(f"run {result.run_id} succeeded: backup {args.backup_id} restored")
     return 0
 
-def step_metadata(result, step: str) -> dict:  # noqa: ANN001
+def step_metadata(result: ExecuteInProcessResult, step: str) -> dict:
     for event in result.all_events:
         if event.step_key == step and event.is_successful_output:
             return dict(event.event_specific_data.metadata)

@@ -322,39 +322,14 @@ def _count(rng: random.Random, profile: dict[str, tuple[int, int]], key: str) ->
     return rng.randint(lo, hi)
 
 
-def seed_demo(
-    engine: Engine,
-    sessions: int = 20,
-    *,
-    seed: int = 0,
-    test_fraction: float = 0.25,
-    marked_fraction: float = 0.0,
-    now: dt.datetime | None = None,
-) -> list[int]:
-    """Insert ``sessions`` realistic sessions (and their related rows); return their new ids.
+#: One session to seed: its id, when it was created, and its size profile.
+_Plan = tuple[int, dt.datetime, dict[str, tuple[int, int]]]
 
-    Sizes vary from empty to a couple of hundred related rows; everything but the ids is
-    deterministic for a given ``seed`` (and ``now``, which defaults to the current UTC time;
-    ages such as "test session created 45 days ago" are relative to it).
-    ``round(sessions * test_fraction)`` sessions get ``is_test=True`` with varied ages (several
-    older than 30 days when there are enough). ``marked_fraction`` of the non-test sessions get
-    their deletion marker set. The schema is created if missing. One transaction.
-    """
-    if sessions < 0:
-        raise ValueError("sessions must be >= 0")
-    if not 0.0 <= test_fraction <= 1.0 or not 0.0 <= marked_fraction <= 1.0:
-        raise ValueError("test_fraction and marked_fraction must be within [0, 1]")
-    rng = random.Random(seed)
-    now = (now or utcnow()).astimezone(UTC)
-    create_demo_schema(engine)
 
-    n_test = round(sessions * test_fraction)
-    test_idx = set(rng.sample(range(sessions), n_test))
-    non_test = [i for i in range(sessions) if i not in test_idx]
-    marked_idx = set(rng.sample(non_test, round(len(non_test) * marked_fraction)))
-    profiles = [_PROFILE_CYCLE[i % len(_PROFILE_CYCLE)] for i in range(sessions)]
-    rng.shuffle(profiles)
-
+def _session_rows(
+    rng: random.Random, sessions: int, test_idx: set[int], marked_idx: set[int], now: dt.datetime
+) -> list[dict[str, Any]]:
+    """The process_session rows, in index order (test sessions get the fixed test ages)."""
     sess_rows: list[dict[str, Any]] = []
     test_no = 0
     for i in range(sessions):
@@ -388,6 +363,218 @@ def seed_demo(
                 "delete_marked_by": _uid(rng) if i in marked_idx else None,
             }
         )
+    return sess_rows
+
+
+def _node_rows(
+    rng: random.Random, plans: list[_Plan], now: dt.datetime
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """The session_node rows of every planned session, and the plan index of each."""
+    node_rows: list[dict[str, Any]] = []
+    node_owner: list[int] = []  # index into plans
+    for p, (sid, created, prof) in enumerate(plans):
+        for pos in range(_count(rng, prof, "nodes")):
+            nkey, nname, ntype = _NODES[pos % len(_NODES)]
+            node_rows.append(
+                {
+                    "sess_id": sid,
+                    "node_key": nkey if pos < len(_NODES) else f"{nkey}_{pos}",
+                    "name": nname,
+                    "node_type": ntype,
+                    "position": pos,
+                    "config": None
+                    if rng.random() < 0.15
+                    else {
+                        "assignees": [_uid(rng) for _ in range(rng.randrange(0, 3))],
+                        "timeout_h": rng.choice([24, 48, 72.5, None]),
+                        "form": {"fields": [{"key": "amount", "label": "金额", "req": True}]},
+                    },
+                    "created_at": _after(rng, created, now),
+                }
+            )
+            node_owner.append(p)
+    return node_rows, node_owner
+
+
+def _task_rows(
+    rng: random.Random, plans: list[_Plan], nodes_by_plan: dict[int, list[int]], now: dt.datetime
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """The session_task rows (per node, and ad hoc ones), and the plan index of each."""
+    task_rows: list[dict[str, Any]] = []
+    task_owner: list[int] = []
+    for p, (sid, created, prof) in enumerate(plans):
+        node_list: list[int | None] = list(nodes_by_plan.get(p, []))
+        slots: list[int | None] = []
+        for nid in node_list:
+            slots.extend([nid] * _count(rng, prof, "tasks"))
+        slots.extend([None] * _count(rng, prof, "adhoc"))
+        for nid in slots:
+            t_created = _after(rng, created, now)
+            task_rows.append(
+                {
+                    "sess_id": sid,
+                    "node_id": nid,
+                    "title": rng.choice(_TASK_TITLES).format(n=rng.randrange(1, 10_000)),
+                    "assignee_uid": _uid(rng) if rng.random() < 0.8 else None,
+                    "status": rng.randrange(0, 4),
+                    "priority": rng.choice([0, 1, 2, 3, -1]),
+                    "due_at": t_created + dt.timedelta(days=rng.uniform(0.5, 30))
+                    if rng.random() < 0.6
+                    else None,
+                    "payload": None
+                    if rng.random() < 0.3
+                    else {"form": _form_json(rng, len(task_rows)), "round": rng.randrange(3)},
+                    "created_at": t_created,
+                }
+            )
+            task_owner.append(p)
+    return task_rows, task_owner
+
+
+def _log_rows(
+    rng: random.Random,
+    plans: list[_Plan],
+    task_ids: list[int],
+    task_rows: list[dict[str, Any]],
+    task_owner: list[int],
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    """The task_log rows of every task."""
+    log_rows: list[dict[str, Any]] = []
+    for tid, trow, p in zip(task_ids, task_rows, task_owner, strict=True):
+        prof = plans[p][2]
+        for _ in range(_count(rng, prof, "logs")):
+            log_rows.append(
+                {
+                    "task_id": tid,
+                    "action": rng.choice(_LOG_ACTIONS),
+                    "message": rng.choice(_LOG_MESSAGES),
+                    "big_counter": rng.choice(_BIG_COUNTERS)
+                    if rng.random() < 0.6
+                    else rng.randrange(-(2**62), 2**62),
+                    "created_at": _after(rng, trow["created_at"], now),
+                }
+            )
+    return log_rows
+
+
+def _detail_rows(rng: random.Random, plans: list[_Plan], now: dt.datetime) -> tuple[
+    list[dict[str, Any]],
+    list[dict[str, Any]],
+    list[dict[str, Any]],
+    list[dict[str, Any]],
+    list[dict[str, Any]],
+]:
+    """The form_data, session_comment, attachment, data_table_row and session_operate_log
+    rows of every planned session."""
+    forms, comments, files, trows, oplog = [], [], [], [], []
+    for sid, created, prof in plans:
+        for k in range(_count(rng, prof, "forms")):
+            forms.append(
+                {
+                    "sess_id": sid,
+                    "form_key": rng.choice(["main", "expense", "approval_opinion", "附表"]),
+                    "data": None if rng.random() < 0.1 else _form_json(rng, k),
+                    "amount": _decimal(rng),
+                    "ratio": rng.choice(_RATIOS) if rng.random() < 0.5 else rng.random(),
+                    "submitted_at": _after(rng, created, now) if rng.random() < 0.7 else None,
+                }
+            )
+        for _ in range(_count(rng, prof, "comments")):
+            comments.append(
+                {
+                    "sess_id": sid,
+                    "author_uid": _uid(rng),
+                    "content": rng.choice(_COMMENTS),
+                    "created_at": _after(rng, created, now),
+                }
+            )
+        for _ in range(_count(rng, prof, "attachments")):
+            fname, ctype = rng.choice(_FILES)
+            ext = fname.rsplit(".", 1)[-1]
+            files.append(
+                {
+                    "sess_id": sid,
+                    "file_name": fname,
+                    "content_type": ctype if rng.random() < 0.9 else None,
+                    "remote_url": f"https://files.example.com/htd/{sid}/{_uuid(rng)}.{ext}"
+                    if rng.random() < 0.8
+                    else None,
+                    "size_bytes": rng.choice([0, 1, 5_368_709_120, rng.randrange(1, 10**7)]),
+                    "checksum": _checksum(rng) if rng.random() < 0.8 else None,
+                    "thumbnail": _blob(rng, rng.randrange(0, 48))
+                    if rng.random() < 0.5
+                    else None,
+                    "created_at": _after(rng, created, now),
+                }
+            )
+        tkey = rng.choice(_TABLE_KEYS)
+        for r in range(_count(rng, prof, "rows")):
+            trows.append(
+                {
+                    "sess_id": sid,
+                    "table_key": tkey,
+                    "row_no": r,
+                    "row_data": {
+                        "sku": f"SKU-{rng.randrange(10**6):06d}",
+                        "desc": rng.choice(_TASK_TITLES).format(n=r),
+                        "qty": rng.randrange(1, 500),
+                        "unit_price": str(_decimal(rng)),
+                        "discount": rng.choice([None, 0.05, 0.125]),
+                        "dims": [rng.random(), rng.randrange(-5, 5), None],
+                    },
+                    "created_at": _after(rng, created, now),
+                }
+            )
+        for _ in range(_count(rng, prof, "oplog")):
+            oplog.append(
+                {
+                    "sess_id": sid,
+                    "uid": _uid(rng) if rng.random() < 0.95 else None,
+                    "action": rng.choice(_OPERATE_ACTIONS),
+                    "detail": rng.choice(
+                        [None, "{}", "状态 0 → 1", "field amount: 1.00 → 2.50"]
+                    ),
+                    "created_at": _after(rng, created, now),
+                }
+            )
+    return forms, comments, files, trows, oplog
+
+
+def seed_demo(
+    engine: Engine,
+    sessions: int = 20,
+    *,
+    seed: int = 0,
+    test_fraction: float = 0.25,
+    marked_fraction: float = 0.0,
+    now: dt.datetime | None = None,
+) -> list[int]:
+    """Insert ``sessions`` realistic sessions (and their related rows); return their new ids.
+
+    Sizes vary from empty to a couple of hundred related rows; everything but the ids is
+    deterministic for a given ``seed`` (and ``now``, which defaults to the current UTC time;
+    ages such as "test session created 45 days ago" are relative to it).
+    ``round(sessions * test_fraction)`` sessions get ``is_test=True`` with varied ages (several
+    older than 30 days when there are enough). ``marked_fraction`` of the non-test sessions get
+    their deletion marker set. The schema is created if missing. One transaction.
+    """
+    if sessions < 0:
+        raise ValueError("sessions must be >= 0")
+    if not 0.0 <= test_fraction <= 1.0 or not 0.0 <= marked_fraction <= 1.0:
+        raise ValueError("test_fraction and marked_fraction must be within [0, 1]")
+    rng = random.Random(seed)
+    now = (now or utcnow()).astimezone(UTC)
+    create_demo_schema(engine)
+
+    n_test = round(sessions * test_fraction)
+    test_idx = set(rng.sample(range(sessions), n_test))
+    non_test = [i for i in range(sessions) if i not in test_idx]
+    marked_idx = set(rng.sample(non_test, round(len(non_test) * marked_fraction)))
+    profiles = [_PROFILE_CYCLE[i % len(_PROFILE_CYCLE)] for i in range(sessions)]
+    rng.shuffle(profiles)
+
+    sess_rows = _session_rows(rng, sessions, test_idx, marked_idx, now)
 
     with engine.begin() as conn:
         sess_ids = _insert_returning_ids(conn, process_session, sess_rows)
@@ -398,152 +585,19 @@ def seed_demo(
             prof = _PROFILES[profiles[i]]
             plans.append((sid, sess_rows[i]["created_at"], prof))
 
-        node_rows: list[dict[str, Any]] = []
-        node_owner: list[int] = []  # index into plans
-        for p, (sid, created, prof) in enumerate(plans):
-            for pos in range(_count(rng, prof, "nodes")):
-                nkey, nname, ntype = _NODES[pos % len(_NODES)]
-                node_rows.append(
-                    {
-                        "sess_id": sid,
-                        "node_key": nkey if pos < len(_NODES) else f"{nkey}_{pos}",
-                        "name": nname,
-                        "node_type": ntype,
-                        "position": pos,
-                        "config": None
-                        if rng.random() < 0.15
-                        else {
-                            "assignees": [_uid(rng) for _ in range(rng.randrange(0, 3))],
-                            "timeout_h": rng.choice([24, 48, 72.5, None]),
-                            "form": {"fields": [{"key": "amount", "label": "金额", "req": True}]},
-                        },
-                        "created_at": _after(rng, created, now),
-                    }
-                )
-                node_owner.append(p)
+        node_rows, node_owner = _node_rows(rng, plans, now)
         node_ids = _insert_returning_ids(conn, session_node, node_rows)
         nodes_by_plan: dict[int, list[int]] = {}
         for p, nid in zip(node_owner, node_ids, strict=True):
             nodes_by_plan.setdefault(p, []).append(nid)
 
-        task_rows: list[dict[str, Any]] = []
-        task_owner: list[int] = []
-        for p, (sid, created, prof) in enumerate(plans):
-            node_list: list[int | None] = list(nodes_by_plan.get(p, []))
-            slots: list[int | None] = []
-            for nid in node_list:
-                slots.extend([nid] * _count(rng, prof, "tasks"))
-            slots.extend([None] * _count(rng, prof, "adhoc"))
-            for nid in slots:
-                t_created = _after(rng, created, now)
-                task_rows.append(
-                    {
-                        "sess_id": sid,
-                        "node_id": nid,
-                        "title": rng.choice(_TASK_TITLES).format(n=rng.randrange(1, 10_000)),
-                        "assignee_uid": _uid(rng) if rng.random() < 0.8 else None,
-                        "status": rng.randrange(0, 4),
-                        "priority": rng.choice([0, 1, 2, 3, -1]),
-                        "due_at": t_created + dt.timedelta(days=rng.uniform(0.5, 30))
-                        if rng.random() < 0.6
-                        else None,
-                        "payload": None
-                        if rng.random() < 0.3
-                        else {"form": _form_json(rng, len(task_rows)), "round": rng.randrange(3)},
-                        "created_at": t_created,
-                    }
-                )
-                task_owner.append(p)
+        task_rows, task_owner = _task_rows(rng, plans, nodes_by_plan, now)
         task_ids = _insert_returning_ids(conn, session_task, task_rows)
 
-        log_rows: list[dict[str, Any]] = []
-        for tid, trow, p in zip(task_ids, task_rows, task_owner, strict=True):
-            prof = plans[p][2]
-            for _ in range(_count(rng, prof, "logs")):
-                log_rows.append(
-                    {
-                        "task_id": tid,
-                        "action": rng.choice(_LOG_ACTIONS),
-                        "message": rng.choice(_LOG_MESSAGES),
-                        "big_counter": rng.choice(_BIG_COUNTERS)
-                        if rng.random() < 0.6
-                        else rng.randrange(-(2**62), 2**62),
-                        "created_at": _after(rng, trow["created_at"], now),
-                    }
-                )
+        log_rows = _log_rows(rng, plans, task_ids, task_rows, task_owner, now)
         _insert_many(conn, task_log, log_rows)
 
-        forms, comments, files, trows, oplog = [], [], [], [], []
-        for sid, created, prof in plans:
-            for k in range(_count(rng, prof, "forms")):
-                forms.append(
-                    {
-                        "sess_id": sid,
-                        "form_key": rng.choice(["main", "expense", "approval_opinion", "附表"]),
-                        "data": None if rng.random() < 0.1 else _form_json(rng, k),
-                        "amount": _decimal(rng),
-                        "ratio": rng.choice(_RATIOS) if rng.random() < 0.5 else rng.random(),
-                        "submitted_at": _after(rng, created, now) if rng.random() < 0.7 else None,
-                    }
-                )
-            for _ in range(_count(rng, prof, "comments")):
-                comments.append(
-                    {
-                        "sess_id": sid,
-                        "author_uid": _uid(rng),
-                        "content": rng.choice(_COMMENTS),
-                        "created_at": _after(rng, created, now),
-                    }
-                )
-            for _ in range(_count(rng, prof, "attachments")):
-                fname, ctype = rng.choice(_FILES)
-                ext = fname.rsplit(".", 1)[-1]
-                files.append(
-                    {
-                        "sess_id": sid,
-                        "file_name": fname,
-                        "content_type": ctype if rng.random() < 0.9 else None,
-                        "remote_url": f"https://files.example.com/htd/{sid}/{_uuid(rng)}.{ext}"
-                        if rng.random() < 0.8
-                        else None,
-                        "size_bytes": rng.choice([0, 1, 5_368_709_120, rng.randrange(1, 10**7)]),
-                        "checksum": _checksum(rng) if rng.random() < 0.8 else None,
-                        "thumbnail": _blob(rng, rng.randrange(0, 48))
-                        if rng.random() < 0.5
-                        else None,
-                        "created_at": _after(rng, created, now),
-                    }
-                )
-            tkey = rng.choice(_TABLE_KEYS)
-            for r in range(_count(rng, prof, "rows")):
-                trows.append(
-                    {
-                        "sess_id": sid,
-                        "table_key": tkey,
-                        "row_no": r,
-                        "row_data": {
-                            "sku": f"SKU-{rng.randrange(10**6):06d}",
-                            "desc": rng.choice(_TASK_TITLES).format(n=r),
-                            "qty": rng.randrange(1, 500),
-                            "unit_price": str(_decimal(rng)),
-                            "discount": rng.choice([None, 0.05, 0.125]),
-                            "dims": [rng.random(), rng.randrange(-5, 5), None],
-                        },
-                        "created_at": _after(rng, created, now),
-                    }
-                )
-            for _ in range(_count(rng, prof, "oplog")):
-                oplog.append(
-                    {
-                        "sess_id": sid,
-                        "uid": _uid(rng) if rng.random() < 0.95 else None,
-                        "action": rng.choice(_OPERATE_ACTIONS),
-                        "detail": rng.choice(
-                            [None, "{}", "状态 0 → 1", "field amount: 1.00 → 2.50"]
-                        ),
-                        "created_at": _after(rng, created, now),
-                    }
-                )
+        forms, comments, files, trows, oplog = _detail_rows(rng, plans, now)
         _insert_many(conn, form_data, forms)
         _insert_many(conn, session_comment, comments)
         _insert_many(conn, attachment, files)
@@ -734,44 +788,53 @@ def _pick(pool: Sequence[Any], i: int, stride: int = 7919) -> Any:
     return pool[(i * stride) % len(pool)]
 
 
-def _large_generators(
-    sess_id: int,
-    counts: dict[str, int],
-    ids: dict[str, list[int]],
-    rng: random.Random,
-    now: dt.datetime,
-    *,
-    json_text: bool,
-) -> dict[str, tuple[tuple[str, ...], Callable[[], Iterator[tuple[Any, ...]]]]]:
-    """Per table: (columns, row generator). ``json_text`` emits JSON columns as text.
+class _LargeRows:
+    """The row generators of one large session, one method per table (see _large_generators).
 
-    ``ids`` holds the ids of the ``session_node`` / ``session_task`` rows; it is read when a
-    generator starts, so it may be filled in after the parent rows are inserted. Node and task
-    rows come with their id first (``None`` when ``ids`` has none yet).
+    ``ids`` is read when a generator starts, so it may be filled in after the parent rows are
+    inserted.
     """
-    pools = _Pools(rng)
-    form_json = pools.texts(pools.json_objs, json_text)
-    row_json = pools.texts(pools.row_objs, json_text)
-    config_json = pools.texts(pools.config_objs, json_text)
-    start = now - dt.timedelta(days=90, microseconds=rng.randrange(1, 1_000_000))
-    span_us = int((now - start) / _US)
-    td = dt.timedelta
 
-    def ts(i: int, n: int) -> dt.datetime:
+    def __init__(
+        self,
+        sess_id: int,
+        counts: dict[str, int],
+        ids: dict[str, list[int]],
+        rng: random.Random,
+        now: dt.datetime,
+        *,
+        json_text: bool,
+    ) -> None:
+        self.sess_id = sess_id
+        self.counts = counts
+        self.ids = ids
+        self.pools = pools = _Pools(rng)
+        self.form_json = pools.texts(pools.json_objs, json_text)
+        self.row_json = pools.texts(pools.row_objs, json_text)
+        self.config_json = pools.texts(pools.config_objs, json_text)
+        self.start = now - dt.timedelta(days=90, microseconds=rng.randrange(1, 1_000_000))
+        self.span_us = int((now - self.start) / _US)
+
+    def ts(self, i: int, n: int) -> dt.datetime:
         # increasing over the table, distinct microseconds
-        return start + td(microseconds=(i * span_us) // max(n, 1) + (i * 7919) % 997)
+        return self.start + dt.timedelta(
+            microseconds=(i * self.span_us) // max(n, 1) + (i * 7919) % 997
+        )
 
-    def nodes() -> Iterator[tuple[Any, ...]]:
-        n = counts["session_node"]
-        for i, nid in enumerate(ids.get("session_node") or [None] * n):
+    def nodes(self) -> Iterator[tuple[Any, ...]]:
+        sess_id, ts, config_json = self.sess_id, self.ts, self.config_json
+        n = self.counts["session_node"]
+        for i, nid in enumerate(self.ids.get("session_node") or [None] * n):
             nkey, nname, ntype = _NODES[i % len(_NODES)]
             yield (nid, sess_id, f"{nkey}_{i}", nname, ntype, i, _pick(config_json, i), ts(i, n))
 
-    def tasks() -> Iterator[tuple[Any, ...]]:
-        n = counts["session_task"]
-        node_ids = ids["session_node"]
+    def tasks(self) -> Iterator[tuple[Any, ...]]:
+        sess_id, ts, form_json, uids = self.sess_id, self.ts, self.form_json, self.pools.uids
+        td = dt.timedelta
+        n = self.counts["session_task"]
+        node_ids = self.ids["session_node"]
         n_nodes = len(node_ids)
-        for i, tid in enumerate(ids.get("session_task") or [None] * n):
+        for i, tid in enumerate(self.ids.get("session_task") or [None] * n):
             node = node_ids[(i * n_nodes) // n] if n_nodes and i % 10 else None
             created = ts(i, n)
             yield (
@@ -779,7 +842,7 @@ def _large_generators(
                 sess_id,
                 node,
                 _TASK_TITLES[i % len(_TASK_TITLES)].format(n=i),
-                _pick(pools.uids, i),
+                _pick(uids, i),
                 i % 4,
                 (i % 5) - 1,
                 created + td(days=3, microseconds=i) if i % 3 else None,
@@ -787,21 +850,23 @@ def _large_generators(
                 created,
             )
 
-    def logs() -> Iterator[tuple[Any, ...]]:
-        n = counts["task_log"]
-        task_ids = ids["session_task"]
+    def logs(self) -> Iterator[tuple[Any, ...]]:
+        ts, counters = self.ts, self.pools.counters
+        n = self.counts["task_log"]
+        task_ids = self.ids["session_task"]
         n_tasks = len(task_ids)
         for i in range(n):
             yield (
                 task_ids[(i * n_tasks) // n],
                 _LOG_ACTIONS[i % len(_LOG_ACTIONS)],
                 _pick(_LOG_MESSAGES, i, 5),
-                _pick(pools.counters, i, 13) if i % 4 else 9_007_199_254_740_993 + i,
+                _pick(counters, i, 13) if i % 4 else 9_007_199_254_740_993 + i,
                 ts(i, n),
             )
 
-    def forms() -> Iterator[tuple[Any, ...]]:
-        n = counts["form_data"]
+    def forms(self) -> Iterator[tuple[Any, ...]]:
+        sess_id, ts, form_json, pools = self.sess_id, self.ts, self.form_json, self.pools
+        n = self.counts["form_data"]
         for i in range(n):
             yield (
                 sess_id,
@@ -812,13 +877,15 @@ def _large_generators(
                 ts(i, n) if i % 5 else None,
             )
 
-    def comments() -> Iterator[tuple[Any, ...]]:
-        n = counts["session_comment"]
+    def comments(self) -> Iterator[tuple[Any, ...]]:
+        sess_id, ts = self.sess_id, self.ts
+        n = self.counts["session_comment"]
         for i in range(n):
             yield (sess_id, f"u_{i % 997:04d}", _pick(_COMMENTS, i, 7), ts(i, n))
 
-    def files() -> Iterator[tuple[Any, ...]]:
-        n = counts["attachment"]
+    def files(self) -> Iterator[tuple[Any, ...]]:
+        sess_id, ts, pools = self.sess_id, self.ts, self.pools
+        n = self.counts["attachment"]
         for i in range(n):
             fname, ctype = _FILES[i % len(_FILES)]
             ext = fname.rsplit(".", 1)[-1]
@@ -838,26 +905,45 @@ def _large_generators(
                 ts(i, n),
             )
 
-    def table_rows() -> Iterator[tuple[Any, ...]]:
-        n = counts["data_table_row"]
+    def table_rows(self) -> Iterator[tuple[Any, ...]]:
+        sess_id, ts, row_json = self.sess_id, self.ts, self.row_json
+        n = self.counts["data_table_row"]
         for i in range(n):
             yield (sess_id, _TABLE_KEYS[(i * 4) // max(n, 1)], i, _pick(row_json, i, 3), ts(i, n))
 
-    def oplog() -> Iterator[tuple[Any, ...]]:
-        n = counts["session_operate_log"]
+    def oplog(self) -> Iterator[tuple[Any, ...]]:
+        sess_id, ts, uids = self.sess_id, self.ts, self.pools.uids
+        n = self.counts["session_operate_log"]
         for i in range(n):
             yield (
                 sess_id,
-                _pick(pools.uids, i),
+                _pick(uids, i),
                 _OPERATE_ACTIONS[i % len(_OPERATE_ACTIONS)],
                 "bulk seeded ✓",
                 ts(i, n),
             )
 
+
+def _large_generators(
+    sess_id: int,
+    counts: dict[str, int],
+    ids: dict[str, list[int]],
+    rng: random.Random,
+    now: dt.datetime,
+    *,
+    json_text: bool,
+) -> dict[str, tuple[tuple[str, ...], Callable[[], Iterator[tuple[Any, ...]]]]]:
+    """Per table: (columns, row generator). ``json_text`` emits JSON columns as text.
+
+    ``ids`` holds the ids of the ``session_node`` / ``session_task`` rows; it is read when a
+    generator starts, so it may be filled in after the parent rows are inserted. Node and task
+    rows come with their id first (``None`` when ``ids`` has none yet).
+    """
+    gen = _LargeRows(sess_id, counts, ids, rng, now, json_text=json_text)
     return {
         "session_node": (
             ("id", "sess_id", "node_key", "name", "node_type", "position", "config", "created_at"),
-            nodes,
+            gen.nodes,
         ),
         "session_task": (
             (
@@ -872,14 +958,14 @@ def _large_generators(
                 "payload",
                 "created_at",
             ),
-            tasks,
+            gen.tasks,
         ),
-        "task_log": (("task_id", "action", "message", "big_counter", "created_at"), logs),
+        "task_log": (("task_id", "action", "message", "big_counter", "created_at"), gen.logs),
         "form_data": (
             ("sess_id", "form_key", "data", "amount", "ratio", "submitted_at"),
-            forms,
+            gen.forms,
         ),
-        "session_comment": (("sess_id", "author_uid", "content", "created_at"), comments),
+        "session_comment": (("sess_id", "author_uid", "content", "created_at"), gen.comments),
         "attachment": (
             (
                 "sess_id",
@@ -891,15 +977,14 @@ def _large_generators(
                 "thumbnail",
                 "created_at",
             ),
-            files,
+            gen.files,
         ),
         "data_table_row": (
             ("sess_id", "table_key", "row_no", "row_data", "created_at"),
-            table_rows,
+            gen.table_rows,
         ),
-        "session_operate_log": (("sess_id", "uid", "action", "detail", "created_at"), oplog),
+        "session_operate_log": (("sess_id", "uid", "action", "detail", "created_at"), gen.oplog),
     }
-
 
 _LARGE_ORDER = (
     "session_node",

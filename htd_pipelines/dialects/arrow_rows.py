@@ -26,9 +26,8 @@ def rel_arrow_type(plan: TablePlan) -> pa.DataType:
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     """Cast a driver's batch to the snapshot schema (ADBC's numeric/json extension types etc.)."""
     arrays = []
-    for field, arr in zip(schema, batch.columns, strict=True):
-        if isinstance(arr.type, pa.ExtensionType):
-            arr = arr.storage
+    for field, column in zip(schema, batch.columns, strict=True):
+        arr = column.storage if isinstance(column.type, pa.ExtensionType) else column
         if arr.type != field.type:
             arr = arr.cast(field.type)
         arrays.append(arr)

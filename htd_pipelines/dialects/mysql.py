@@ -12,7 +12,7 @@ below the table's raises the driver's IntegrityError (the restore then lists the
 rolls back), any warning raises LoadDataError naming the table and the server's messages.
 
 Used when the connection was opened with PyMySQL's ``local_infile`` (db.create_engine does)
-and the server allows it (``@@local_infile``); otherwise load.py inserts with executemany.
+and the server allows it (``@@local_infile``); otherwise write.py inserts with executemany.
 """
 
 from __future__ import annotations

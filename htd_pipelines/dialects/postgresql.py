@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +37,10 @@ from htd_pipelines.dialects.engine import quoted
 from htd_pipelines.registry.arrow_types import value_bytes
 from htd_pipelines.registry.resolved import TablePlan
 
+if TYPE_CHECKING:  # imported where used: pgpq and psycopg load only for PostgreSQL
+    from pgpq import ArrowToPostgresBinaryEncoder
+    from psycopg.pq.abc import PGconn, PGresult
+
 COPY_CHUNK_ROWS = 20_000  # small: the server starts on a table after one chunk is encoded
 
 def _csv_ready(table: pa.Table) -> pa.Table:
@@ -44,8 +49,9 @@ def _csv_ready(table: pa.Table) -> pa.Table:
     for col in table.columns:
         if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
             values = [None if v is None else "\\x" + v.hex() for v in col.to_pylist()]
-            col = pa.array(values, pa.string())
-        arrays.append(col)
+            arrays.append(pa.array(values, pa.string()))
+        else:
+            arrays.append(col)
     return pa.Table.from_arrays(arrays, names=table.column_names)
 
 # PostgreSQL base types whose binary receive function reads exactly what pgpq writes for the
@@ -103,7 +109,7 @@ def binary_copy_types(conn: Connection, tplan: TablePlan, schema: pa.Schema) -> 
     """Whether every column can go through COPY (FORMAT binary) with pgpq's encoding."""
     return _binary_types(conn, tplan, schema) is not None
 
-def _binary_encoder(schema: pa.Schema, types: dict[str, str]):  # noqa: ANN202
+def _binary_encoder(schema: pa.Schema, types: dict[str, str]) -> ArrowToPostgresBinaryEncoder:
     import pgpq
     import pgpq.encoders
     import pgpq.schema
@@ -130,7 +136,7 @@ class SentRows:
     columns: tuple[str, ...]
     sha256: str
 
-def _order_by(tplan: TablePlan, columns) -> list:  # noqa: ANN001 - a column collection
+def _order_by(tplan: TablePlan, columns: sa.ColumnCollection) -> list:
     """The key columns for ORDER BY, text ones in the "C" collation (byte order, as Arrow's)."""
     out = []
     for name in tplan.primary_key:
@@ -153,7 +159,7 @@ def _copy_in_binary(
             copy.write(data)
     return SentRows(tuple(table.column_names), digest.hexdigest())
 
-def _binary_stream(encoder, table: pa.Table) -> Iterator[bytes]:  # noqa: ANN001
+def _binary_stream(encoder: ArrowToPostgresBinaryEncoder, table: pa.Table) -> Iterator[bytes]:
     yield encoder.write_header()
     for batch in table.to_batches(max_chunksize=COPY_CHUNK_ROWS):
         yield encoder.write_batch(batch)
@@ -174,7 +180,7 @@ def same_as_sent(conn: Connection, tplan: TablePlan, ids: list, sent: SentRows) 
     digest = _copy_out_sha256(raw.pgconn, f"COPY ({sql}) TO STDOUT (FORMAT binary)")
     return digest == sent.sha256
 
-def _copy_out_sha256(pgconn, sql: str) -> str:  # noqa: ANN001 - psycopg.pq.PGconn
+def _copy_out_sha256(pgconn: PGconn, sql: str) -> str:
     """The sha256 of everything a `COPY ... TO STDOUT` sends, read with libpq's own calls
     (psycopg's public `pq` wrapper). PostgreSQL sends one row per message: psycopg's `Copy`
     iterator costs about 0.7 µs a row in generator and lock machinery, this loop half that,
@@ -208,11 +214,11 @@ def _copy_out_sha256(pgconn, sql: str) -> str:  # noqa: ANN001 - psycopg.pq.PGco
         raise _result_error(failed, pgconn)
     return digest.hexdigest()
 
-def _drain_results(pgconn) -> None:  # noqa: ANN001
+def _drain_results(pgconn: PGconn) -> None:
     while pgconn.get_result() is not None:
         pass
 
-def _result_error(result, pgconn) -> Exception:  # noqa: ANN001
+def _result_error(result: PGresult | None, pgconn: PGconn) -> Exception:
     """The psycopg exception (by SQLSTATE) for a failed low-level result."""
     import psycopg
     from psycopg import pq

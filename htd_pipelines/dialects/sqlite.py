@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry
 
 
-def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - a DB-API connection
+def _pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     # SQLAlchemy's recipe for real SQLite transactions and SAVEPOINTs under pysqlite:
     # pysqlite's own implicit BEGIN is switched off, and we emit BEGIN ourselves.
     dbapi_conn.isolation_level = None

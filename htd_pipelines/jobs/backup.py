@@ -6,6 +6,7 @@ from dagster import (
     Failure,
     In,
     JobDefinition,
+    OpDefinition,
     OpExecutionContext,
     Out,
     graph,
@@ -81,7 +82,7 @@ def _run_status(context: OpExecutionContext, run_id: str) -> str | None:
     return run.status.value if run is not None else None
 
 
-def extract_op(table: str, rules: list[TableRule]):  # noqa: ANN201
+def extract_op(table: str, rules: list[TableRule]) -> OpDefinition:
     slug = rules[0].slug
     keys = ", ".join(sorted({f"{r.key}" for r in rules}))
 

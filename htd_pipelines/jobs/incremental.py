@@ -1,5 +1,5 @@
 """protective_backup_job (incremental versions of live sessions) and restore_version_job (put a
-live session back to a recorded version). The work is in `htd_pipelines.incremental`."""
+live session back to a recorded version). The work is in `htd_pipelines.versions`."""
 
 from dagster import (
     Config,

@@ -40,36 +40,56 @@ def _integer_type(t: sa.types.TypeEngine) -> pa.DataType:
     return pa.int64() if unsigned else pa.int32()
 
 
-def arrow_for(t: sa.types.TypeEngine, dialect_name: str) -> tuple[pa.DataType, str]:
-    """(arrow type, kind) for a reflected SQL type."""
-    if dialect_name == "sqlite":
-        # SQLite stores dates as text and NUMERIC as REAL/INTEGER: carry what is stored,
-        # so that a restore writes back the very same representation.
-        if isinstance(t, sa.DateTime | sa.Date | sa.Time):
-            return pa.string(), "text"
-        if isinstance(t, sa.Numeric) and not isinstance(t, sa.Float):
-            return pa.float64(), "native"
-    if isinstance(t, sa.JSON | postgresql.JSONB | postgresql.JSON):
+def _sqlite_stored_type(t: sa.types.TypeEngine) -> tuple[pa.DataType, str] | None:
+    """SQLite stores dates as text and NUMERIC as REAL/INTEGER: carry what is stored,
+    so that a restore writes back the very same representation (None: no special case)."""
+    if isinstance(t, sa.DateTime | sa.Date | sa.Time):
         return pa.string(), "text"
-    if isinstance(t, sa.Boolean):
-        return pa.bool_(), "native"
-    if isinstance(t, sa.Integer):
-        return _integer_type(t), "native"
-    if isinstance(t, sa.Float) or isinstance(t, sa.Double | postgresql.DOUBLE_PRECISION):
+    if isinstance(t, sa.Numeric) and not isinstance(t, sa.Float):
         return pa.float64(), "native"
-    if isinstance(t, sa.Numeric):
-        precision, scale = t.precision, t.scale or 0
-        if precision and precision <= 38:
-            return pa.decimal128(precision, scale), "native"
-        if precision and precision <= 76:
-            return pa.decimal256(precision, scale), "native"
-        return pa.string(), "text"  # unbounded NUMERIC: exact as text
+    return None
+
+
+def _numeric_type(t: sa.Numeric) -> tuple[pa.DataType, str]:
+    precision, scale = t.precision, t.scale or 0
+    if precision and precision <= 38:
+        return pa.decimal128(precision, scale), "native"
+    if precision and precision <= 76:
+        return pa.decimal256(precision, scale), "native"
+    return pa.string(), "text"  # unbounded NUMERIC: exact as text
+
+
+def _temporal_type(t: sa.types.TypeEngine, dialect_name: str) -> tuple[pa.DataType, str] | None:
+    """Timestamps, dates and times carried natively (None: not one of those, or a time with
+    a time zone or MySQL's TIME, which are carried as text)."""
     if isinstance(t, sa.DateTime):
         return pa.timestamp("us", tz="UTC" if t.timezone else None), "native"
     if isinstance(t, sa.Date):
         return pa.date32(), "native"
     if isinstance(t, sa.Time) and dialect_name != "mysql" and not t.timezone:
         return pa.time64("us"), "native"
+    return None
+
+
+def arrow_for(t: sa.types.TypeEngine, dialect_name: str) -> tuple[pa.DataType, str]:
+    """(arrow type, kind) for a reflected SQL type."""
+    if dialect_name == "sqlite":
+        stored = _sqlite_stored_type(t)
+        if stored is not None:
+            return stored
+    if isinstance(t, sa.JSON | postgresql.JSONB | postgresql.JSON):
+        return pa.string(), "text"
+    if isinstance(t, sa.Boolean):
+        return pa.bool_(), "native"
+    if isinstance(t, sa.Integer):
+        return _integer_type(t), "native"
+    if isinstance(t, sa.Float | sa.Double | postgresql.DOUBLE_PRECISION):
+        return pa.float64(), "native"
+    if isinstance(t, sa.Numeric):
+        return _numeric_type(t)
+    temporal = _temporal_type(t, dialect_name)
+    if temporal is not None:
+        return temporal
     if isinstance(t, sa.LargeBinary | sa.types._Binary):
         return pa.binary(), "native"
     if isinstance(t, sa.String | sa.Enum):

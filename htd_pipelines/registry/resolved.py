@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -36,7 +37,7 @@ class TablePlan:
     def depth(self) -> int:
         return 0 if self.parent is None else self.parent.depth + 1
 
-    def arrow_schema(self):  # noqa: ANN201
+    def arrow_schema(self) -> pa.Schema:
         cached = self.__dict__.get("_arrow_schema")
         if cached is None:
             cached = table_schema(list(self.columns))

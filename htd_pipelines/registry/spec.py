@@ -2,7 +2,7 @@
 
 Loading checks the file's structure (identifiers, duplicates, parents, cycles) and puts every
 declared parent before its children, whatever the file's order; checks against the live schema
-happen in `htd_pipelines.plan`, so that the code location loads while the application database
+happen in `registry.resolved`, so that the code location loads while the application database
 is down.
 """
 
@@ -195,7 +195,20 @@ def _parse_type(name: str, raw: Any, where: str) -> BackupType:
     if not isinstance(tables_raw, list):
         raise RegistryError(f"{where}: tables must be a list")
     tables = [_parse_rule(t, f"{where}: tables[{i}]", root=False) for i, t in enumerate(tables_raw)]
-    seen = {root.table}
+    _check_table_tree(tables, root.table, where)
+    return BackupType(
+        name=name,
+        root=root,
+        tables=_parents_first(tables, root.table),
+        lifecycle=lifecycle,
+        retention=_parse_retention(raw.get("retention"), f"{where}: retention"),
+    )
+
+
+def _check_table_tree(tables: list[TableRule], root_table: str, where: str) -> None:
+    """Each table listed once, every declared parent known, and the parents a tree under
+    the root."""
+    seen = {root_table}
     for rule in tables:
         if rule.table in seen:
             raise RegistryError(f"{where}: table {rule.table!r} is listed twice")
@@ -208,22 +221,15 @@ def _parse_type(name: str, raw: Any, where: str) -> BackupType:
         if rule.parent == rule.table:
             raise RegistryError(f"{where}: table {rule.table!r} is its own parent")
     # Declared parents must form a tree under the root (no cycles).
-    parents = {r.table: (r.parent or root.table) for r in tables}
+    parents = {r.table: (r.parent or root_table) for r in tables}
     for rule in tables:
         chain, node = [rule.table], parents[rule.table]
-        while node != root.table:
+        while node != root_table:
             if node in chain:
                 cycle = " -> ".join([*chain[chain.index(node) :], node])
                 raise RegistryError(f"{where}: parent cycle {cycle}")
             chain.append(node)
             node = parents[node]
-    return BackupType(
-        name=name,
-        root=root,
-        tables=_parents_first(tables, root.table),
-        lifecycle=lifecycle,
-        retention=_parse_retention(raw.get("retention"), f"{where}: retention"),
-    )
 
 
 def _parents_first(tables: list[TableRule], root: str) -> tuple[TableRule, ...]:
@@ -265,7 +271,8 @@ def parse_registry(text: str, path: str = "<string>") -> Registry:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RegistryError(f"{path}: not valid YAML: {exc}") from exc
+        reason = " ".join(str(exc).split())  # one line: PyYAML points at the spot over lines
+        raise RegistryError(f"{path}: not valid YAML: {reason}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("types"), dict) or not doc["types"]:
         raise RegistryError(f"{path}: expected a top-level 'types:' mapping with at least one type")
     types: dict[str, BackupType] = {}

@@ -336,7 +336,7 @@ def check_rendered(text: str, source: str, known_jobs: Collection[str]) -> None:
 
 
 def default_out() -> Path:
-    return settings.schedules_file() or DEFAULT_OUT
+    return settings.schedules_file() or Path(DEFAULT_OUT)
 
 
 def write_yaml(text: str, out: Path, *, force: bool = False) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from dagster import (
+    DagsterLogManager,
     DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
@@ -41,7 +42,7 @@ from htd_pipelines.markers import marker_columns
 from htd_pipelines.registry.resolved import resolve_type
 from htd_pipelines.registry.spec import Registry
 from htd_pipelines.resources import AppDatabase, RelationRegistry
-from htd_pipelines.resources.alerts import AlertSink
+from htd_pipelines.resources.alerts import ATTEMPTS, AlertSink
 from htd_pipelines.store import catalog
 
 RUN_FAILURE_SENSOR = "htd_alert_on_run_failure"
@@ -238,7 +239,9 @@ def _last_success(
     return record.dagster_run.run_id, dt.datetime.fromtimestamp(ended, dt.UTC)
 
 
-def _schedule_alerts(context, state: dict, now: dt.datetime, log) -> list[Alert]:  # noqa: ANN001
+def _schedule_alerts(
+    context: SensorEvaluationContext, state: dict, now: dt.datetime, log: DagsterLogManager
+) -> list[Alert]:
     repo = context.repository_def
     if repo is None:
         return []
@@ -415,7 +418,7 @@ def htd_overdue_alerts(
     down = False
     for alert in found:
         # a webhook that failed once this tick gets one attempt per alert, not the full retries
-        ok = alerts.send(alert, context.log, attempts=1 if down else alerting.ATTEMPTS)
+        ok = alerts.send(alert, context.log, attempts=1 if down else ATTEMPTS)
         sent += 1
         if not ok:
             undelivered += 1

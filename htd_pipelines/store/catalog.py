@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -245,7 +246,7 @@ def log_operation(
     )
 
 
-def log_operation_now(engine: Engine, **kwargs) -> None:
+def log_operation_now(engine: Engine, **kwargs: Any) -> None:
     """Write an operation-log row in its own transaction (survives a rolled-back operation)."""
     ensure_catalog(engine)
     with engine.begin() as conn:

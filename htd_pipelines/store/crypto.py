@@ -28,7 +28,7 @@ import os
 import re
 import struct
 from collections.abc import Iterator
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -74,7 +74,9 @@ class Keyring:
 
     __slots__ = ("_keys", "current_id")
 
-    def __init__(self, keys: dict[str, bytes] | None = None, current_id: str | None = None):
+    def __init__(
+        self, keys: dict[str, bytes] | None = None, current_id: str | None = None
+    ) -> None:
         keys = dict(keys or {})
         for key_id, key in keys.items():
             if not KEY_ID.match(key_id):
@@ -98,8 +100,8 @@ class Keyring:
         """Parse ``HTD_ENCRYPTION_KEYS`` (``id:base64key,...``) and ``HTD_ENCRYPTION_KEY_ID``."""
         env = os.environ if environ is None else environ
         keys: dict[str, bytes] = {}
-        for n, entry in enumerate((env.get(KEYS_ENV) or "").split(","), start=1):
-            entry = entry.strip()
+        for n, raw_entry in enumerate((env.get(KEYS_ENV) or "").split(","), start=1):
+            entry = raw_entry.strip()
             if not entry:
                 continue
             key_id, sep, encoded = entry.partition(":")
@@ -146,7 +148,7 @@ class Keyring:
 
     __str__ = __repr__
 
-    def __reduce__(self):  # noqa: ANN204 - never pickle key material
+    def __reduce__(self) -> NoReturn:  # never pickle key material
         raise TypeError("a Keyring is not picklable: keys come from the environment only")
 
 
@@ -192,7 +194,7 @@ def _aad(header: bytes, index: int, final: bool) -> bytes:
 
 
 class Sink(Protocol):
-    def write(self, data) -> int: ...  # noqa: ANN001
+    def write(self, data) -> int: ...  # noqa: ANN001 - any bytes-like object
 
     def flush(self) -> None: ...
 
@@ -227,7 +229,7 @@ class EncryptingWriter:
         self.closed = False
         sink.write(self._header)
 
-    def _seal(self, data, final: bool) -> None:  # noqa: ANN001
+    def _seal(self, data, final: bool) -> None:  # noqa: ANN001 - any bytes-like object
         if self._index > 0xFFFFFFFF:
             raise CryptoError("file too large for HTDENC1 (2^32 chunks)")
         self._sink.write(
@@ -237,7 +239,7 @@ class EncryptingWriter:
         )
         self._index += 1
 
-    def write(self, data) -> int:  # noqa: ANN001
+    def write(self, data) -> int:  # noqa: ANN001 - any bytes-like object
         if self.closed:
             raise ValueError("write to a closed EncryptingWriter")
         view = memoryview(data).cast("B")
@@ -278,7 +280,7 @@ def encrypt_bytes(data: bytes, key_id: str, key: bytes, chunk_size: int = CHUNK_
         def __init__(self) -> None:
             self.parts: list[bytes] = []
 
-        def write(self, b) -> int:  # noqa: ANN001
+        def write(self, b) -> int:  # noqa: ANN001 - any bytes-like object
             self.parts.append(bytes(b))
             return len(b)
 

@@ -5,7 +5,7 @@ Paths go through pyarrow's filesystem layer, so a local folder and object storag
 (``s3://bucket/prefix``) share one code path.
 
 With ``HTD_ENCRYPTION_KEY_ID`` set, every snapshot file (Parquet files and manifest.json) is
-written encrypted (AES-256-GCM, the streaming HTDENC1 format of `htd_pipelines.crypto`); the
+written encrypted (AES-256-GCM, the streaming HTDENC1 format of `htd_pipelines.store.crypto`); the
 sha256 and size recorded in the manifest are those of the stored, encrypted bytes, so a file can
 be checked without the key. Reading decrypts with whichever key of ``HTD_ENCRYPTION_KEYS`` the
 file's header names.
@@ -13,6 +13,7 @@ file's header names.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 
 from htd_pipelines import settings
 from htd_pipelines.store import crypto
-from htd_pipelines.store.crypto import CHUNK_SIZE, DecryptError, EncryptingWriter, Keyring
+from htd_pipelines.store.crypto import CHUNK_SIZE, DecryptError, EncryptingWriter, Keyring, Sink
 
 SAFE_PART = re.compile(r"[^A-Za-z0-9._=-]")
 ZSTD_LEVEL_ENV = settings.ZSTD_LEVEL.name
@@ -79,7 +80,7 @@ class HashingSink:
         self.size = 0
         self.closed = False
 
-    def write(self, data) -> int:  # noqa: ANN001
+    def write(self, data) -> int:  # noqa: ANN001 - any bytes-like object
         view = memoryview(data)
         self.sha256.update(view)
         self.size += view.nbytes
@@ -246,7 +247,7 @@ class SnapshotStore:
             "key_id": key_id,
         }
 
-    def encrypting(self, sink, key_id: str | None | object = _CURRENT):  # noqa: ANN001, ANN201
+    def encrypting(self, sink: Sink, key_id: str | None | object = _CURRENT) -> Sink:
         """`sink` wrapped in an EncryptingWriter for `key_id` (default: the store's current
         key id); `sink` itself when there is no key id."""
         key_id = self.encrypt_key_id if key_id is _CURRENT else key_id
@@ -431,10 +432,8 @@ class SnapshotStore:
         self.fs.move(self.full(src), self.full(dst))
 
     def delete_file(self, path: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.delete_file(self.full(path))
-        except FileNotFoundError:
-            pass
 
     def delete_dir(self, path: str) -> None:
         if self.exists(path):

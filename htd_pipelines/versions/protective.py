@@ -61,7 +61,7 @@ DEFAULT_MAX_SESSIONS = 100
 
 DEFAULT_MAX_CHAIN = 30  # incrementals on top of one full version; then a new full version
 
-class _NeedsFull(Exception):  # noqa: N818 - control flow: make a full version instead
+class _NeedsFull(Exception):  # control flow (not an error): make a full version instead
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -178,24 +178,7 @@ def _incremental(
             f"the registry or the schema changed since version {full.version}: "
             + "; ".join(problems)
         )
-    marks = latest.state_marks if latest.kind == INCREMENTAL else None
-    current: dict[str, pa.Table] = {}
-    suspects: list[str] = []
-    for tplan in rtype.tables:
-        name, key = tplan.name, list(tplan.primary_key)
-        col = change_column if change_column in {c.name for c in tplan.columns} else None
-        recorded = (marks or {}).get(name)
-        if recorded is not None and col and recorded.get("change_column") == col:
-            now = probe(engine, tplan, ids, col)
-            if now != (recorded["rows"], recorded["pk_digest"], recorded["change_max"]):
-                suspects.append(name)
-            continue
-        current[name] = read_current(engine, tplan, ids)
-        if recorded is None and latest.kind != INCREMENTAL:
-            # a full version records no marks: its own file gives the digest to compare with
-            recorded = {"row_digest": _full_digest(store, latest, tplan)}
-        if recorded is None or row_digest(current[name], key) != recorded["row_digest"]:
-            suspects.append(name)
+    suspects, current = _suspect_tables(engine, store, rtype, ids, latest, change_column)
     unchanged = VersionOutcome(
         rid,
         "unchanged",
@@ -224,26 +207,14 @@ def _incremental(
     for tplan in rtype.tables:
         if tplan.name not in suspects:
             continue
-        schema = tplan.arrow_schema()
         if tplan.name not in current:
             current[tplan.name] = read_current(engine, tplan, ids)
-        now = conform(current[tplan.name], schema)
-        try:
-            d = diff_table(conform(base[tplan.name], schema), now, tplan.primary_key)
-        except BackupError as exc:
-            raise _NeedsFull(f"table {tplan.name}: {exc}") from exc
-        # the diff must rebuild exactly the rows read: checked before anything is written
-        rebuilt = apply_changes(
-            conform(base[tplan.name], schema),
-            d.upserts,
-            d.deleted,
-            tplan.primary_key,
-            changed_rows=d.changed,
+        d = _checked_diff(
+            tplan,
+            base[tplan.name],
+            current[tplan.name],
             where=f"the new version of {type_name} {rid}, table {tplan.name},",
         )
-        off = differences(sort_by_key(now, list(tplan.primary_key)), rebuilt, tplan.primary_key)
-        if off:
-            raise BackupError(f"table {tplan.name}: the diff does not rebuild the rows: {off[0]}")
         if not d.empty:
             diffs[tplan.name] = d
     if not diffs:
@@ -261,6 +232,64 @@ def _incremental(
         change_column=change_column,
         delta="differential" if differential else INCREMENTAL,
     )
+
+def _suspect_tables(
+    engine: Engine,
+    store: SnapshotStore,
+    rtype: ResolvedType,
+    ids: list,
+    latest: Manifest,
+    change_column: str | None,
+) -> tuple[list[str], dict[str, pa.Table]]:
+    """The tables that may have changed since the latest version, and the current rows of
+    those read to tell. A table with the change column, whose marks the latest version
+    recorded, is probed (rows, key digest, largest change value); the others are read and
+    their row digest compared."""
+    marks = latest.state_marks if latest.kind == INCREMENTAL else None
+    current: dict[str, pa.Table] = {}
+    suspects: list[str] = []
+    for tplan in rtype.tables:
+        name, key = tplan.name, list(tplan.primary_key)
+        col = change_column if change_column in {c.name for c in tplan.columns} else None
+        recorded = (marks or {}).get(name)
+        if recorded is not None and col and recorded.get("change_column") == col:
+            now = probe(engine, tplan, ids, col)
+            if now != (recorded["rows"], recorded["pk_digest"], recorded["change_max"]):
+                suspects.append(name)
+            continue
+        current[name] = read_current(engine, tplan, ids)
+        if recorded is None and latest.kind != INCREMENTAL:
+            # a full version records no marks: its own file gives the digest to compare with
+            recorded = {"row_digest": _full_digest(store, latest, tplan)}
+        if recorded is None or row_digest(current[name], key) != recorded["row_digest"]:
+            suspects.append(name)
+    return suspects, current
+
+
+def _checked_diff(tplan: TablePlan, base: pa.Table, current: pa.Table, where: str) -> TableDiff:
+    """The changes from `base` to the `current` rows of one table, checked to rebuild exactly
+    the rows read before anything is written. Raises _NeedsFull when the table cannot be
+    diffed."""
+    schema = tplan.arrow_schema()
+    now = conform(current, schema)
+    try:
+        d = diff_table(conform(base, schema), now, tplan.primary_key)
+    except BackupError as exc:
+        raise _NeedsFull(f"table {tplan.name}: {exc}") from exc
+    # the diff must rebuild exactly the rows read: checked before anything is written
+    rebuilt = apply_changes(
+        conform(base, schema),
+        d.upserts,
+        d.deleted,
+        tplan.primary_key,
+        changed_rows=d.changed,
+        where=where,
+    )
+    off = differences(sort_by_key(now, list(tplan.primary_key)), rebuilt, tplan.primary_key)
+    if off:
+        raise BackupError(f"table {tplan.name}: the diff does not rebuild the rows: {off[0]}")
+    return d
+
 
 def _record_incremental(
     engine: Engine,

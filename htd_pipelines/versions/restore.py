@@ -96,63 +96,19 @@ def restore_version(
             f"{rtype.root.rule.key}): restore_version puts back live sessions; a deleted "
             "session comes back with restore_job; nothing was written"
         )
-    try:
-        with engine.connect() as conn:
-            chain = version_chain(conn, type_name, rid, version)
-        target = compose(chain, store)
-    except ChainError as exc:
-        raise RestoreRefused(f"{what} cannot be restored: {exc}; nothing was written") from exc
-    problems = schema_problems(chain[0].manifest, rtype, target)
-    if problems:
-        raise RestoreRefused(
-            f"{what} no longer matches the registry or the schema: "
-            + "; ".join(problems)
-            + "; nothing was written"
-        )
-    target = {t.name: conform(target[t.name], t.arrow_schema()) for t in rtype.tables}
-    [protective] = protective_backup(
+    chain, target = _composed_version(engine, store, rtype, type_name, rid, version, what)
+    protective, before = _back_up_current_state(
         engine,
         registry,
         store,
-        type_name=type_name,
-        relation_ids=[rid],
+        rtype,
+        type_name,
+        rid,
+        what,
         uid=uid,
         run_id=run_id,
-        change_column=None,  # the state about to be replaced is compared whole
         max_chain=max_chain,
     )
-    if protective.status == "failed":
-        raise RestoreRefused(
-            f"{what}: the current state could not be backed up first ({protective.reason}); "
-            "nothing was written"
-        )
-    try:
-        before = compose_version(engine, type_name, rid, protective.version, store)
-    except ChainError as exc:
-        if protective.status != "unchanged":
-            raise RestoreRefused(
-                f"{what}: the backup of the current state (version {protective.version}) does "
-                f"not read back ({exc}); nothing was written"
-            ) from exc
-        # the state is the latest version's, but that one cannot be read back: keep it whole
-        protective = full_version(
-            engine,
-            registry,
-            store,
-            type_name,
-            rid,
-            f"version {protective.version} holds the current state but cannot be read back: {exc}",
-            uid=uid,
-            run_id=run_id,
-        )
-        try:
-            before = compose_version(engine, type_name, rid, protective.version, store)
-        except ChainError as exc2:
-            raise RestoreRefused(
-                f"{what}: the backup of the current state (version {protective.version}) does "
-                f"not read back ({exc2}); nothing was written"
-            ) from exc2
-    before = {t.name: conform(before[t.name], t.arrow_schema()) for t in rtype.tables}
     keys = {t.name: list(t.primary_key) for t in rtype.tables}
     if all(not _same(target[n], before[n], keys[n]) for n in keys):
         catalog.log_operation_now(
@@ -244,6 +200,94 @@ def restore_version(
     return VersionRestore(
         type_name, rid, version, chain[-1].id, protective, rows, removed, corrected, True
     )
+
+
+def _composed_version(
+    engine: Engine,
+    store: SnapshotStore,
+    rtype: ResolvedType,
+    type_name: str,
+    rid: str,
+    version: int,
+    what: str,
+) -> tuple[list[catalog.BackupRecord], dict[str, pa.Table]]:
+    """The version's chain and its composed rows in the snapshot schema; refused (nothing
+    written) when the chain is broken or the registry or the schema changed since."""
+    try:
+        with engine.connect() as conn:
+            chain = version_chain(conn, type_name, rid, version)
+        target = compose(chain, store)
+    except ChainError as exc:
+        raise RestoreRefused(f"{what} cannot be restored: {exc}; nothing was written") from exc
+    problems = schema_problems(chain[0].manifest, rtype, target)
+    if problems:
+        raise RestoreRefused(
+            f"{what} no longer matches the registry or the schema: "
+            + "; ".join(problems)
+            + "; nothing was written"
+        )
+    return chain, {t.name: conform(target[t.name], t.arrow_schema()) for t in rtype.tables}
+
+
+def _back_up_current_state(
+    engine: Engine,
+    registry: Registry,
+    store: SnapshotStore,
+    rtype: ResolvedType,
+    type_name: str,
+    rid: str,
+    what: str,
+    *,
+    uid: str | None,
+    run_id: str,
+    max_chain: int,
+) -> tuple[VersionOutcome, dict[str, pa.Table]]:
+    """Back up the session's current state (a new version, or "unchanged") and read that
+    version back, in the snapshot schema; refused (nothing written) when it cannot be."""
+    [protective] = protective_backup(
+        engine,
+        registry,
+        store,
+        type_name=type_name,
+        relation_ids=[rid],
+        uid=uid,
+        run_id=run_id,
+        change_column=None,  # the state about to be replaced is compared whole
+        max_chain=max_chain,
+    )
+    if protective.status == "failed":
+        raise RestoreRefused(
+            f"{what}: the current state could not be backed up first ({protective.reason}); "
+            "nothing was written"
+        )
+    try:
+        before = compose_version(engine, type_name, rid, protective.version, store)
+    except ChainError as exc:
+        if protective.status != "unchanged":
+            raise RestoreRefused(
+                f"{what}: the backup of the current state (version {protective.version}) does "
+                f"not read back ({exc}); nothing was written"
+            ) from exc
+        # the state is the latest version's, but that one cannot be read back: keep it whole
+        protective = full_version(
+            engine,
+            registry,
+            store,
+            type_name,
+            rid,
+            f"version {protective.version} holds the current state but cannot be read back: {exc}",
+            uid=uid,
+            run_id=run_id,
+        )
+        try:
+            before = compose_version(engine, type_name, rid, protective.version, store)
+        except ChainError as exc2:
+            raise RestoreRefused(
+                f"{what}: the backup of the current state (version {protective.version}) does "
+                f"not read back ({exc2}); nothing was written"
+            ) from exc2
+    return protective, {t.name: conform(before[t.name], t.arrow_schema()) for t in rtype.tables}
+
 
 def _refusal(
     conn: Connection,

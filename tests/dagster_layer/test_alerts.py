@@ -31,6 +31,7 @@ from htd_pipelines.definitions import monitored_job_names
 from htd_pipelines.demo.schema import process_session
 from htd_pipelines.jobs.run_config import restore_run_config
 from htd_pipelines.resources import AppDatabase, RelationRegistry
+from htd_pipelines.resources import alerts as alert_delivery
 from htd_pipelines.resources.alerts import ATTEMPTS, AlertSink, send_alert
 from htd_pipelines.sensors.alerts import (
     OVERDUE_SENSOR,
@@ -97,7 +98,7 @@ def dead_url() -> str:
 
 @pytest.fixture(autouse=True)
 def _fast_and_default_ui(monkeypatch) -> None:
-    monkeypatch.setattr(alerts, "BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(alert_delivery, "BACKOFF_SECONDS", 0.01)
     monkeypatch.delenv(alerts.UI_URL_ENV, raising=False)
     monkeypatch.delenv(alerts.WEBHOOK_URL_ENV, raising=False)
     monkeypatch.delenv(alerts.MARKER_DELAY_ENV, raising=False)
@@ -496,8 +497,8 @@ def test_both_sensors_are_in_the_code_location() -> None:
     assert overdue.default_status.value == "STOPPED"
     assert {"database", "relations", "alerts"} <= set(overdue.required_resource_keys)
     assert "alerts" in repo.get_sensor_def(RUN_FAILURE_SENSOR).required_resource_keys
-    with pytest.raises(ValueError, match="jobs not defined"):
-        build_run_failure_alert_sensor([nightly_job])
+    with pytest.raises(ValueError, match="no jobs to monitor"):  # [] would watch every job
+        build_run_failure_alert_sensor([])
 
 
 def test_the_webhook_url_is_read_through_envvar(monkeypatch) -> None:

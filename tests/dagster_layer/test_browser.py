@@ -24,7 +24,7 @@ from htd_pipelines.demo.schema import create_demo_schema
 from htd_pipelines.demo.seed import seed_demo
 from htd_pipelines.dialects.engine import dispose_engines, get_engine
 from tests.support.daemon import REPO_ROOT, WORKSPACE, Service, free_port, running, tool, wait_until
-from tests.support.dbs import new_database
+from tests.support.dbs import new_database, running_under_ci
 
 pytestmark = pytest.mark.slow
 
@@ -55,15 +55,11 @@ nux:
 """
 
 
-def _under_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1")
-
-
 def _require_browser() -> None:
     if CHROMIUM.exists():
         return
     reason = f"{CHROMIUM} not found (apt-get install chromium, or set HTD_TEST_CHROMIUM)"
-    if _under_ci():
+    if running_under_ci():
         pytest.fail(f"chromium required under CI: {reason}", pytrace=False)
     pytest.skip(reason)
 
@@ -151,11 +147,7 @@ ops:
 def test_launch_backup_from_the_launchpad_and_see_the_catalog(
     webserver: Webserver, tmp_path: Path
 ) -> None:
-    if _under_ci():
-        from playwright.sync_api import expect, sync_playwright
-    else:
-        sync_api = pytest.importorskip("playwright.sync_api")
-        expect, sync_playwright = sync_api.expect, sync_api.sync_playwright
+    from playwright.sync_api import expect, sync_playwright  # a test dependency
 
     relation_id = str(webserver.session_id)
     with sync_playwright() as pw:

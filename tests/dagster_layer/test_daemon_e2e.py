@@ -131,7 +131,7 @@ def run_records(stack: Stack, job_name: str, tags: dict[str, str] | None = None)
 
 
 def test_production_instance_loads_as_configured(stack: Stack) -> None:
-    """deploy/dagster.yaml: psycopg2 for Dagster's storage (DESIGN.md, known pitfall), queued
+    """deploy/dagster.yaml: psycopg2 for Dagster's storage (docs/design.md, known pitfall), queued
     runs with one restore per backup at a time, run monitoring and retries, no telemetry."""
     doc = yaml.safe_load(DEPLOY_INSTANCE.read_text())
     assert doc["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"

@@ -17,14 +17,12 @@ from dagster import (
 from sqlalchemy import text
 
 from htd_pipelines.api import list_backups
-from htd_pipelines.assets.data_tables import (
-    data_table_backup_schedule,
-    data_table_partitions_sensor,
-    data_tables,
-)
+from htd_pipelines.assets.data_tables import data_tables
 from htd_pipelines.cli.launch import failure_message
 from htd_pipelines.jobs.run_config import restore_run_config
 from htd_pipelines.resources import AppDatabase, RelationRegistry
+from htd_pipelines.schedules.data_tables import data_table_backup_schedule
+from htd_pipelines.sensors.data_tables import data_table_partitions_sensor
 from htd_pipelines.store.catalog import CATALOG_TABLES
 from tests.support.chinook import snapshot_database
 

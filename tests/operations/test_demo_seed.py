@@ -1,6 +1,6 @@
 """The demo application database: schema and seed data on SQLite, PostgreSQL and MariaDB.
 
-PostgreSQL/MariaDB run when reachable (``HTD_TEST_POSTGRES_URL`` / ``HTD_TEST_MARIADB_URL``,
+PostgreSQL/MariaDB run when reachable (``HTD_TEST_PG_URL`` / ``HTD_TEST_MARIADB_URL``,
 defaulting to the local servers), each in a freshly created database dropped afterwards.
 """
 

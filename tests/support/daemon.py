@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 
-import pytest
 from dagster import DagsterInstance
 from sqlalchemy.engine import make_url
 
-from tests.support.dbs import server_available
+from tests.support.dbs import require_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKSPACE = REPO_ROOT / "workspace.yaml"
@@ -47,12 +46,7 @@ def tool(name: str) -> str:
 
 def require_postgres() -> None:
     """Skip without a PostgreSQL server; under CI (CI=true/1) fail instead (as conftest does)."""
-    ok, reason = server_available("postgresql")
-    if ok:
-        return
-    if os.environ.get("CI", "").strip().lower() in ("true", "1"):
-        pytest.fail(f"postgresql server required under CI: {reason}", pytrace=False)
-    pytest.skip(reason)
+    require_server("postgresql")
 
 
 def free_port() -> int:
