@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from htd_pipelines.backup import BackupError, backup_sessions, resolved
+from htd_pipelines.dialects.engine import comparable_timestamp
 from htd_pipelines.registry.resolved import ResolvedType
 from htd_pipelines.registry.spec import Registry
 from htd_pipelines.store import catalog
@@ -34,9 +35,7 @@ def find_test_sessions(
     root, truthy = _test_predicate(rtype)
     created = root.c[rtype.btype.lifecycle.created_at]
     key = root.c[rtype.root.rule.key]
-    cutoff = dt.datetime.now(dt.UTC) - older_than
-    if engine.dialect.name != "postgresql" or not getattr(created.type, "timezone", False):
-        cutoff = cutoff.replace(tzinfo=None)  # naive UTC where the column has no zone
+    cutoff = comparable_timestamp(engine, created.type, dt.datetime.now(dt.UTC) - older_than)
     if engine.dialect.name == "sqlite":
         cutoff = cutoff.isoformat(sep=" ")  # SQLite compares the stored text
     stmt = sa.select(key).where(truthy, created < cutoff).order_by(created, key).limit(limit)

@@ -38,6 +38,7 @@ from dagster._utils.schedules import schedule_execution_time_iterator
 
 from htd_pipelines import alerts as alerting
 from htd_pipelines.alerts import Alert
+from htd_pipelines.dialects.engine import comparable_timestamp
 from htd_pipelines.markers import marker_columns
 from htd_pipelines.registry.resolved import resolve_type
 from htd_pipelines.registry.spec import Registry
@@ -168,8 +169,7 @@ def overdue_markers(engine: sa.Engine, rtype: Any, cutoff: dt.datetime) -> tuple
     cols = [key, marker] + ([by] if by is not None else [])
     stmt = sa.select(*cols).where(marker.is_not(None)).order_by(marker, key)
     if isinstance(marker.type, sa.DateTime):
-        aware = engine.dialect.name == "postgresql" and getattr(marker.type, "timezone", False)
-        stmt = stmt.where(marker < (cutoff if aware else cutoff.replace(tzinfo=None)))
+        stmt = stmt.where(marker < comparable_timestamp(engine, marker.type, cutoff))
     with engine.connect() as conn:
         rows = conn.execute(stmt.limit(MARKER_SCAN_LIMIT)).all()
     found = []

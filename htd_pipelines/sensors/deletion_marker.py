@@ -17,7 +17,7 @@ from dagster import (
 )
 
 from htd_pipelines import settings
-from htd_pipelines.dialects.engine import get_engine
+from htd_pipelines.dialects.engine import comparable_timestamp, get_engine
 from htd_pipelines.jobs.run_config import backup_run_config, backup_tags
 from htd_pipelines.markers import Marker, abandon, claims_for, new_markers, stale_markers
 from htd_pipelines.registry.resolved import ResolvedType, resolve_type
@@ -79,9 +79,8 @@ def _retries(
     now = dt.datetime.now(dt.UTC)
     cutoff = now - dt.timedelta(minutes=retry_minutes)
     marker_col = rtype.root.table.c[rtype.btype.lifecycle.delete_marker]
-    aware = engine.dialect.name == "postgresql" and getattr(marker_col.type, "timezone", False)
     candidates = stale_markers(
-        engine, rtype, after, cutoff if aware else cutoff.replace(tzinfo=None), limit
+        engine, rtype, after, comparable_timestamp(engine, marker_col.type, cutoff), limit
     )
     held = _in_flight(context, type_name)
     claims = claims_for(engine, type_name, candidates)
