@@ -37,8 +37,13 @@ import yaml
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402  (puts the repository and tests/ on sys.path)
-from daemon import (  # noqa: E402  (tests/daemon.py)
+import common  # noqa: E402  (puts the repository on sys.path)
+
+from htd_pipelines import settings
+from htd_pipelines.demo.schema import create_demo_schema  # noqa: E402
+from htd_pipelines.dialects.engine import get_engine  # noqa: E402
+from htd_pipelines.store import catalog  # noqa: E402
+from tests.support.daemon import (  # noqa: E402
     DEPLOY_INSTANCE,
     WORKSPACE,
     descendants,
@@ -49,11 +54,6 @@ from daemon import (  # noqa: E402  (tests/daemon.py)
     running,
     tool,
 )
-
-from htd_pipelines import settings
-from htd_pipelines.demo.schema import create_demo_schema  # noqa: E402
-from htd_pipelines.dialects.engine import get_engine  # noqa: E402
-from htd_pipelines.store import catalog  # noqa: E402
 
 TARGET_PER_MIN = 1_000.0
 POLL_S = 0.5

@@ -27,10 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS_DIR = ROOT / "tests"
-for _p in (str(ROOT), str(TESTS_DIR)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+if str(ROOT) not in sys.path:  # the tests' helper package (tests.support) from a script run
+    sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
@@ -140,8 +138,8 @@ def self_cpu_s() -> float:
 
 @contextmanager
 def scratch_postgres() -> Iterator[str]:
-    """A new, empty PostgreSQL database (tests/dbs.py conventions); always dropped afterwards."""
-    from dbs import drop_database, new_database
+    """A new, empty PostgreSQL database (tests/support/dbs.py conventions); always dropped."""
+    from tests.support.dbs import drop_database, new_database
 
     url = new_database("postgresql", None)
     try:
@@ -214,7 +212,7 @@ def data_columns_sql(engine: Engine, tplan: TablePlan, ids: Sequence) -> str:
 @contextmanager
 def scratch_database(dialect: str) -> Iterator[str]:
     """A new, empty database on `dialect` ("postgresql" | "mariadb"); always dropped afterwards."""
-    from dbs import drop_database, new_database
+    from tests.support.dbs import drop_database, new_database
 
     url = new_database(dialect, None)
     try:
@@ -224,8 +222,8 @@ def scratch_database(dialect: str) -> Iterator[str]:
 
 
 def dialect_of(url: str) -> str:
-    """The dialect of a scratch database URL: "postgresql" or "mariadb" (tests/dbs.py)."""
-    from dbs import dialect_of as _dialect_of
+    """The dialect of a scratch database URL: "postgresql" or "mariadb" (tests/support/dbs.py)."""
+    from tests.support.dbs import dialect_of as _dialect_of
 
     return _dialect_of(url)
 
