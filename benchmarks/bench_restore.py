@@ -191,7 +191,7 @@ def measure_phases(engine, url: str, rtype, manifest, ids: list, repeat: int) ->
                 for tplan in rtype.tables:
                     data = tables[tplan.name]
                     key = list(tplan.primary_key)
-                    same = getattr(postgresql, "same_as_sent", None)
+                    same = getattr(write, "same_as_sent", None)
                     was = sent.get(tplan.name)
                     if same is not None and was is not None:
                         # what restore_backup does first: the binary read-back, byte compare

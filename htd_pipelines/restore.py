@@ -14,8 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from htd_pipelines.backup import coerce_ids
 from htd_pipelines.dialects.arrow_rows import align_by_key, differences, sort_by_key
-from htd_pipelines.dialects.postgresql import SentRows, same_as_sent
-from htd_pipelines.dialects.write import insert_rows, read_rows
+from htd_pipelines.dialects.write import SentRows, insert_rows, read_rows, same_as_sent
 from htd_pipelines.registry.resolved import ResolvedType, TablePlan, resolve_type
 from htd_pipelines.registry.spec import Registry
 from htd_pipelines.store import catalog

@@ -25,12 +25,15 @@ from htd_pipelines.registry.resolved import REL_COLUMN, TablePlan
 
 INSERT_BATCH_ROWS = 5_000
 
+
 def use_copy(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql" and settings.fast_path_enabled()
+
 
 def _python_rows(table: pa.Table) -> Iterator[list[dict]]:
     for batch in table.to_batches(max_chunksize=INSERT_BATCH_ROWS):
         yield batch.to_pylist()
+
 
 def _executemany(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
     names = table.column_names
@@ -49,11 +52,13 @@ def _executemany(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
         if rows:
             conn.execute(target.insert(), rows)
 
+
 def _writable(tplan: TablePlan, table: pa.Table) -> pa.Table:
     """The snapshot's columns the database takes on insert: generated (computed) columns are
     left to the database, which recomputes them (the read-back then compares them too)."""
     computed = [n for n in table.column_names if tplan.table.c[n].computed is not None]
     return table.drop_columns(computed) if computed else table
+
 
 def insert_rows(conn: Connection, tplan: TablePlan, table: pa.Table) -> SentRows | None:
     """Insert every row of `table` (snapshot schema) into the plan's table, keys included.
@@ -76,6 +81,14 @@ def insert_rows(conn: Connection, tplan: TablePlan, table: pa.Table) -> SentRows
         postgresql.advance_sequences(conn, tplan)
         postgresql.refresh_statistics(conn, tplan, table.num_rows)
     return sent
+
+
+
+def same_as_sent(conn: Connection, tplan: TablePlan, ids: list, sent: SentRows) -> bool:
+    """Whether the sessions' rows now in the table are byte for byte what `insert_rows` sent
+    (`sent` is what it returned: only a fast path that can tell returns one)."""
+    return postgresql.same_as_sent(conn, tplan, ids, sent)
+
 
 def read_rows(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
     """The sessions' rows of the plan's table as seen inside `conn`'s transaction."""
