@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from htd_pipelines import api, settings
+from htd_pipelines import settings
 from htd_pipelines.cli.launch import run_cli_job
 from htd_pipelines.cli.output import print_json, table
 from htd_pipelines.dialects.engine import get_engine
-from htd_pipelines.jobs.verify import VERIFY_OP
 from htd_pipelines.registry.resolved import resolve_type
 from htd_pipelines.registry.spec import load_registry
 from htd_pipelines.store.snapshots import SnapshotStore
@@ -51,11 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=cmd_relations_check)
 
 
-
 def cmd_verify(args: argparse.Namespace) -> int:
     config: dict = {"backup_ids": args.backup_ids, "recheck_after_hours": args.recheck_after_hours}
     if args.full_restore_env:
         config["full_restore_env"] = args.full_restore_env
+    from htd_pipelines.jobs.verify import VERIFY_OP  # Dagster: imported when a run starts
+
     result = run_cli_job(
         args,
         "verify_backups_job",
@@ -77,6 +77,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"  backup {backup_id}: {message}")
     return 0 if evaluation.passed else 4
 
+
 def cmd_prune(args: argparse.Namespace) -> int:
     result = run_cli_job(
         args,
@@ -96,7 +97,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print(f"pruned {len(out)} backup(s): {', '.join(map(str, out)) or 'none'}")
     return 0
 
+
 def cmd_backups(args: argparse.Namespace) -> int:
+    from htd_pipelines import api  # pandas: imported when a command reads backups
+
     records = [r.summary() for r in api.list_backups(args.type, args.relation_id, limit=args.limit)]
     if args.json:
         print_json(records)
@@ -115,7 +119,10 @@ def cmd_backups(args: argparse.Namespace) -> int:
         print(table(records, cols) if records else "no backups")
     return 0
 
+
 def cmd_show(args: argparse.Namespace) -> int:
+    from htd_pipelines import api
+
     record = api.find_backup(args.type, args.relation_id, args.version)
     manifest = record.manifest
     store = SnapshotStore(manifest.snapshot_uri)
@@ -181,6 +188,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(f"  {ref['table']}.{ref['column']} {ref['key']}: {ref['url']}")
     return 0
 
+
 def _isna(value: object) -> bool:
     try:
         import pandas as pd
@@ -188,6 +196,7 @@ def _isna(value: object) -> bool:
         return value is None or (not isinstance(value, list | dict) and bool(pd.isna(value)))
     except (TypeError, ValueError):
         return False
+
 
 def cmd_relations_check(args: argparse.Namespace) -> int:
     registry = load_registry(settings.relations_file())

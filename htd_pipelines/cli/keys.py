@@ -20,6 +20,7 @@ from htd_pipelines.store.keys import check_keys, rotate_keys
 
 KEYS_CHECK_FAILED = 4  # like `verify`: the check ran and found backups it cannot read
 
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `keys` subcommands to the htd-pipelines parser."""
     s = sub.add_parser("keys", help="encryption keys of the snapshot files (rotate, check)")
@@ -46,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--type", help="only backups of this type")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_keys_check)
+
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     try:
@@ -84,6 +86,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 1 if counts.get("failed") else 0
+
 
 def cmd_keys_check(args: argparse.Namespace) -> int:
     try:

@@ -3,6 +3,9 @@
 The CLI's launcher: builds the definitions now (the environment of this call decides the
 resources), executes a job in process on the instance of DAGSTER_HOME and, when the run
 fails, raises the alert the run-failure sensor would raise for a run launched elsewhere.
+
+Dagster and the definitions are imported where a run starts, not when the CLI starts: a
+command that launches nothing (`--help`, `backups`, a refusal) does not pay for them.
 """
 
 from __future__ import annotations
@@ -11,14 +14,13 @@ import argparse
 import logging
 import os
 from pathlib import Path
-
-from dagster import DagsterInstance, DagsterRun, ExecuteInProcessResult
+from typing import TYPE_CHECKING
 
 from htd_pipelines import settings
-from htd_pipelines.definitions import build_definitions, monitored_job_names
 from htd_pipelines.dialects.engine import get_engine
-from htd_pipelines.resources.alerts import send_alert
-from htd_pipelines.sensors.alerts import alert_for_failed_run
+
+if TYPE_CHECKING:  # for the annotations only: the functions import these where they run
+    from dagster import DagsterInstance, DagsterRun, ExecuteInProcessResult
 
 
 class JobFailed(RuntimeError):
@@ -27,6 +29,7 @@ class JobFailed(RuntimeError):
     def __init__(self, message: str, run_id: str) -> None:
         super().__init__(message)
         self.run_id = run_id
+
 
 def dagster_home() -> Path:
     """DAGSTER_HOME; by default the working folder if it has dagster.yaml, else .htd/dagster
@@ -46,9 +49,13 @@ def dagster_home() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     return home
 
+
 def get_instance() -> DagsterInstance:
     dagster_home()
+    from dagster import DagsterInstance
+
     return DagsterInstance.get()
+
 
 def failure_message(result: ExecuteInProcessResult) -> str:
     for event in result.all_events:
@@ -62,6 +69,7 @@ def failure_message(result: ExecuteInProcessResult) -> str:
                 error = error.cause
             return f"{event.step_key}: {(error.message if error else '').strip()}"
     return "the run failed"
+
 
 def run_job(
     job_name: str,
@@ -77,6 +85,8 @@ def run_job(
         run_config = {**run_config, "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
     # built now, not at import: the environment (HTD_*) of this call decides the resources
+    from htd_pipelines.definitions import build_definitions
+
     job = build_definitions().resolve_job_def(job_name)
     owns = instance is None
     instance = instance or get_instance()
@@ -95,10 +105,15 @@ def run_job(
             instance.dispose()
     return result
 
+
 def alert_failed_run(run: DagsterRun, message: str) -> None:
-    if run.job_name in monitored_job_names():
-        alert = alert_for_failed_run(run, message)
-        send_alert(alert, settings.alert_webhook_url(), logging.getLogger("htd_pipelines"))
+    """The run-failure sensor's alert for a run of the code location's (the sensor watches
+    every job: a run launched here is always one of them)."""
+    from htd_pipelines.resources.alerts import send_alert
+    from htd_pipelines.sensors.alerts import alert_for_failed_run
+
+    alert = alert_for_failed_run(run, message)
+    send_alert(alert, settings.alert_webhook_url(), logging.getLogger("htd_pipelines"))
 
 
 def check_database() -> None:

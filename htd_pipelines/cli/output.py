@@ -27,17 +27,21 @@ def _json_default(value: object) -> object:
 def print_json(doc: object) -> None:
     print(json.dumps(doc, default=_json_default, ensure_ascii=False, indent=2))
 
+
 def table(rows: list[dict], columns: Sequence[str]) -> str:
     widths = {c: max([len(c), *(len(str(r.get(c, ""))) for r in rows)]) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
     lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
     return "\n".join(lines)
 
+
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
+
 
 def one_line(text: str) -> str:
     """A message on one line, any password of a URL in it hidden."""
     return _URL_PASSWORD.sub(r"\1***@", " ".join(text.split()))
+
 
 def database_error(exc: SQLAlchemyError) -> str:
     """One line for a database error: the driver's own message (without SQLAlchemy's SQL echo
@@ -60,6 +64,6 @@ def database_error(exc: SQLAlchemyError) -> str:
 
 
 def error(message: str) -> int:
-    """Print `error: message` on stderr (one line); the exit status 1."""
-    print(f"error: {one_line(message)}", file=sys.stderr)
+    """Print `error: message` on stderr; the exit status 1."""
+    print(f"error: {message}", file=sys.stderr)
     return 1

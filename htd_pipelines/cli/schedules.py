@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from htd_pipelines import settings
-from htd_pipelines.definitions import job_names
+from htd_pipelines.cli.output import error, print_json, table
 
 if TYPE_CHECKING:  # for the annotations only: the functions import these where they run
     from dagster import DagsterInstance, RunRecord
@@ -18,6 +18,13 @@ if TYPE_CHECKING:  # for the annotations only: the functions import these where 
     from htd_pipelines.schedules.crontab_import import ImportResult
 
 HISTORY_DEFAULT_LIMIT = 20
+
+
+def code_location_jobs() -> set[str]:
+    """The code location's job names (Dagster and the definitions imported only here)."""
+    from htd_pipelines.definitions import job_names
+
+    return job_names()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,11 +74,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _error(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
-
-
 # ---------------------------------------------------------------------------------------------
 # crontab import
 # ---------------------------------------------------------------------------------------------
@@ -89,7 +91,7 @@ def cmd_crontab_import(args: argparse.Namespace) -> int:
     source = engine.url.render_as_string(hide_password=True)
     out: Path = args.out or ci.default_out()
     try:
-        known_jobs = job_names()
+        known_jobs = code_location_jobs()
         backup_types = load_registry(settings.relations_file()).types
         result = ci.import_crontab(engine, known_jobs, backup_types)
         text = ci.render_yaml(result, source=f"the crontab table of {source}")
@@ -100,10 +102,10 @@ def cmd_crontab_import(args: argparse.Namespace) -> int:
             return 0
         replaced = ci.write_yaml(text, out, force=args.force)
     except (ci.CrontabImportError, DeclaredScheduleError, RegistryError) as exc:
-        return _error(str(exc))
+        return error(str(exc))
     except sa.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        return _error(f"cannot read the crontab table of {source}: {reason}")
+        return error(f"cannot read the crontab table of {source}: {reason}")
     _import_summary(result, source, out, replaced=replaced, file=sys.stdout)
     return 0
 
@@ -111,7 +113,6 @@ def cmd_crontab_import(args: argparse.Namespace) -> int:
 def _import_summary(
     result: ImportResult, source: str, out: Path | None, *, replaced: bool, file: TextIO
 ) -> None:
-    from htd_pipelines.cli.output import table as _table
     from htd_pipelines.schedules.declared import SCHEDULES_FILE_ENV
 
     def say(line: str = "") -> None:
@@ -126,7 +127,7 @@ def _import_summary(
     )
     if decls:
         rows = [{**d, "status": "running" if d["enabled"] else "stopped"} for d in decls]
-        say(_indent(_table(rows, ["name", "cron", "timezone", "status", "job"])))
+        say(_indent(table(rows, ["name", "cron", "timezone", "status", "job"])))
     if result.problems:
         say(f"{len(result.problems)} row(s) not imported (reported, not guessed):")
         for p in result.problems:
@@ -154,8 +155,7 @@ def run_history(instance: DagsterInstance, job: str | None, limit: int) -> list[
     """Runs of ``job`` (or of every job of the code location), newest first per job."""
     from dagster import RunsFilter
 
-
-    jobs = [job] if job else sorted(job_names())
+    jobs = [job] if job else sorted(code_location_jobs())
     runs: list[dict] = []
     for name in jobs:
         for record in instance.get_run_records(RunsFilter(job_name=name), limit=limit):
@@ -203,18 +203,16 @@ def _duration(doc: dict) -> str:
 
 def cmd_history(args: argparse.Namespace) -> int:
     from htd_pipelines.cli.launch import get_instance
-    from htd_pipelines.cli.output import print_json as _print_json
-    from htd_pipelines.cli.output import table as _table
 
     with get_instance() as instance:
         runs = run_history(instance, args.job, args.limit)
     if args.json:
-        _print_json(runs)
+        print_json(runs)
         return 0
     if not runs:
         if not args.job:
             print("no runs")
-        elif args.job in job_names():
+        elif args.job in code_location_jobs():
             print(f"no runs of {args.job}")
         else:
             print(f"no runs of {args.job} (not a job of this code location)")
@@ -230,5 +228,5 @@ def cmd_history(args: argparse.Namespace) -> int:
         }
         for r in runs
     ]
-    print(_table(rows, ["job", "run_id", "status", "started (UTC)", "duration", "tags"]))
+    print(table(rows, ["job", "run_id", "status", "started (UTC)", "duration", "tags"]))
     return 0

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import argparse
-
-from dagster import ExecuteInProcessResult
+from typing import TYPE_CHECKING
 
 from htd_pipelines import settings
 from htd_pipelines.cli.launch import run_cli_job
@@ -12,6 +11,9 @@ from htd_pipelines.cli.output import print_json
 from htd_pipelines.dialects.engine import get_engine
 from htd_pipelines.jobs.run_config import backup_run_config, backup_tags, restore_run_config
 from htd_pipelines.store import catalog
+
+if TYPE_CHECKING:  # for the annotations only: a run imports Dagster when it starts
+    from dagster import ExecuteInProcessResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_request_restore)
 
 
-
 def cmd_backup(args: argparse.Namespace) -> int:
     result = run_cli_job(
         args,
@@ -65,6 +66,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
             + ("" if args.keep_source else ", source rows deleted")
         )
     return 0
+
 
 def cmd_restore(args: argparse.Namespace) -> int:
     result = run_cli_job(
@@ -92,11 +94,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
     print(f"run {result.run_id} succeeded: backup {args.backup_id} restored")
     return 0
 
+
 def step_metadata(result: ExecuteInProcessResult, step: str) -> dict:
     for event in result.all_events:
         if event.step_key == step and event.is_successful_output:
             return dict(event.event_specific_data.metadata)
     return {}
+
 
 def cmd_request_restore(args: argparse.Namespace) -> int:
 
@@ -109,6 +113,7 @@ def cmd_request_restore(args: argparse.Namespace) -> int:
         f"requested at {record.restore_requested_at}; restore_request_sensor will launch it"
     )
     return 0
+
 
 def cmd_demo(args: argparse.Namespace) -> int:
     import sqlalchemy as sa

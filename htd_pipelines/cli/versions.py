@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from htd_pipelines import settings
+from htd_pipelines.cli.output import print_json, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,14 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_versions_list(args: argparse.Namespace) -> int:
-    from htd_pipelines.cli.output import print_json as _print_json
-    from htd_pipelines.cli.output import table as _table
     from htd_pipelines.dialects.engine import get_engine
     from htd_pipelines.versions.chain import list_versions
 
     rows = list_versions(get_engine(settings.database_url()), args.type, args.relation_id)
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     if not rows:
         print(f"no versions of {args.type} {args.relation_id}")
@@ -81,7 +80,7 @@ def cmd_versions_list(args: argparse.Namespace) -> int:
         "bytes",
         "created_at",
     ]
-    print(_table(shown, cols))
+    print(table(shown, cols))
     return 0
 
 
