@@ -25,19 +25,14 @@ SCHEDULE_OVERDUE = "schedule_overdue"
 
 VERIFY_FAILED = "verify_failed"
 
+
 def utcnow_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
-def ui_url() -> str:
-    """Base URL of the Dagster UI (HTD_UI_URL, read at evaluation time)."""
-    return settings.ui_url()
 
 def run_url(run_id: str | None) -> str | None:
-    return f"{ui_url()}/runs/{run_id}" if run_id else None
+    return f"{settings.ui_url()}/runs/{run_id}" if run_id else None
 
-def marker_delay_minutes() -> float:
-    """A deletion marker still there this long is alerted (HTD_ALERT_MARKER_DELAY_MINUTES)."""
-    return settings.alert_marker_delay_minutes()
 
 @dataclass(frozen=True)
 class Alert:

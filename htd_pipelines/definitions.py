@@ -74,11 +74,6 @@ def job_names() -> set[str]:
     return {j.name for j in build_jobs(load_registry(settings.relations_file()))}
 
 
-def monitored_job_names() -> set[str]:
-    """The jobs whose failed runs are alerted: all of them."""
-    return job_names()
-
-
 def build_definitions() -> Definitions:
     registry = load_registry(settings.relations_file())
     jobs = build_jobs(registry)

@@ -29,6 +29,13 @@ class Variable:
         value = (os.environ.get(self.name) or "").strip()
         return value or self.default
 
+    def value(self) -> str:
+        """The value, or the default when unset or blank: for a variable that has a default."""
+        text = self.text()
+        if text is None:
+            raise ValueError(f"{self.name} has no default: read it with text()")
+        return text
+
     def is_set(self) -> bool:
         return bool((os.environ.get(self.name) or "").strip())
 
@@ -154,7 +161,7 @@ def snapshot_uri() -> str:
 
 
 def fast_path_enabled() -> bool:
-    return (FAST_PATH.text() or "1").lower() not in ("0", "false", "no")
+    return FAST_PATH.value().lower() not in ("0", "false", "no")
 
 
 def change_column() -> str | None:
@@ -163,19 +170,19 @@ def change_column() -> str | None:
 
 
 def marker_batch_size() -> int:
-    return int(MARKER_BATCH_SIZE.text() or "100")
+    return int(MARKER_BATCH_SIZE.value())
 
 
 def marker_max_batches() -> int:
-    return int(MARKER_MAX_BATCHES.text() or "20")
+    return int(MARKER_MAX_BATCHES.value())
 
 
 def marker_retry_minutes() -> float:
-    return float(MARKER_RETRY_MINUTES.text() or "15")
+    return float(MARKER_RETRY_MINUTES.value())
 
 
 def marker_max_attempts() -> int:
-    return int(MARKER_MAX_ATTEMPTS.text() or "3")
+    return int(MARKER_MAX_ATTEMPTS.value())
 
 
 def alert_webhook_url() -> str | None:
@@ -184,27 +191,27 @@ def alert_webhook_url() -> str | None:
 
 def ui_url() -> str:
     """Base URL of the Dagster UI (read at evaluation time)."""
-    return (UI_URL.text() or "").rstrip("/")
+    return UI_URL.value().rstrip("/")
 
 
 def alert_marker_delay_minutes() -> float:
-    return float(ALERT_MARKER_DELAY_MINUTES.text() or "60")
+    return float(ALERT_MARKER_DELAY_MINUTES.value())
 
 
 def test_session_max_age_days() -> float:
-    return float(TEST_SESSION_MAX_AGE_DAYS.text() or "7")
+    return float(TEST_SESSION_MAX_AGE_DAYS.value())
 
 
 def protective_type() -> str:
-    return PROTECTIVE_TYPE.text() or "inst"
+    return PROTECTIVE_TYPE.value()
 
 
 def protective_max_sessions() -> int:
-    return int(PROTECTIVE_MAX_SESSIONS.text() or "100")
+    return int(PROTECTIVE_MAX_SESSIONS.value())
 
 
 def dataset_type() -> str:
-    return DATASET_TYPE.text() or "dataset"
+    return DATASET_TYPE.value()
 
 
 def schedules_file() -> Path | None:

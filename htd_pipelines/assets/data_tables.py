@@ -2,7 +2,6 @@
 (the original DataTableBackupModel). Backed up through the registry type HTD_DATASET_TYPE
 (default `dataset`, whose relation_id is the data table's key), restorable with restore_job."""
 
-
 from dagster import (
     AssetExecutionContext,
     DynamicPartitionsDefinition,
@@ -18,8 +17,6 @@ from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStora
 
 data_tables = DynamicPartitionsDefinition(name="data_tables")
 
-def dataset_type() -> str:
-    return settings.dataset_type()
 
 @asset(
     key="data_table_backup",
@@ -37,13 +34,13 @@ def data_table_backup(
 ) -> MaterializeResult:
     # runs of data_table_backup_job, or of the asset graph's own job: filterable like sessions
     add_missing_run_tags(
-        context, {"htd/type": dataset_type(), "htd/relation_id": context.partition_key}
+        context, {"htd/type": settings.dataset_type(), "htd/relation_id": context.partition_key}
     )
     [recorded] = backup_sessions(
         database.engine(),
         relations.load(),
         snapshots.store(),
-        type_name=dataset_type(),
+        type_name=settings.dataset_type(),
         relation_ids=[context.partition_key],
         uid="data_table_backup",
         run_id=context.run.run_id,

@@ -458,7 +458,9 @@ def _log_rows(
     return log_rows
 
 
-def _detail_rows(rng: random.Random, plans: list[_Plan], now: dt.datetime) -> tuple[
+def _detail_rows(
+    rng: random.Random, plans: list[_Plan], now: dt.datetime
+) -> tuple[
     list[dict[str, Any]],
     list[dict[str, Any]],
     list[dict[str, Any]],
@@ -502,9 +504,7 @@ def _detail_rows(rng: random.Random, plans: list[_Plan], now: dt.datetime) -> tu
                     else None,
                     "size_bytes": rng.choice([0, 1, 5_368_709_120, rng.randrange(1, 10**7)]),
                     "checksum": _checksum(rng) if rng.random() < 0.8 else None,
-                    "thumbnail": _blob(rng, rng.randrange(0, 48))
-                    if rng.random() < 0.5
-                    else None,
+                    "thumbnail": _blob(rng, rng.randrange(0, 48)) if rng.random() < 0.5 else None,
                     "created_at": _after(rng, created, now),
                 }
             )
@@ -532,9 +532,7 @@ def _detail_rows(rng: random.Random, plans: list[_Plan], now: dt.datetime) -> tu
                     "sess_id": sid,
                     "uid": _uid(rng) if rng.random() < 0.95 else None,
                     "action": rng.choice(_OPERATE_ACTIONS),
-                    "detail": rng.choice(
-                        [None, "{}", "状态 0 → 1", "field amount: 1.00 → 2.50"]
-                    ),
+                    "detail": rng.choice([None, "{}", "状态 0 → 1", "field amount: 1.00 → 2.50"]),
                     "created_at": _after(rng, created, now),
                 }
             )
@@ -985,6 +983,7 @@ def _large_generators(
         ),
         "session_operate_log": (("sess_id", "uid", "action", "detail", "created_at"), gen.oplog),
     }
+
 
 _LARGE_ORDER = (
     "session_node",

@@ -17,11 +17,13 @@ from htd_pipelines.registry.resolved import REL_COLUMN, TablePlan
 def output_schema(plan: TablePlan, rel_type: pa.DataType) -> pa.Schema:
     return plan.arrow_schema().append(pa.field(REL_COLUMN, rel_type))
 
+
 def rel_arrow_type(plan: TablePlan) -> pa.DataType:
     root = plan
     while root.parent is not None:
         root = root.parent
     return next(c.arrow for c in root.columns if c.name == root.rule.key)
+
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     """Cast a driver's batch to the snapshot schema (ADBC's numeric/json extension types etc.)."""
@@ -32,6 +34,7 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
             arr = arr.cast(field.type)
         arrays.append(arr)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
 
 def rows_to_batch(rows: Sequence[Sequence], schema: pa.Schema) -> pa.RecordBatch:
     """Python rows (as drivers return them) to a batch of the given schema."""
@@ -62,8 +65,10 @@ def sort_by_key(table: pa.Table, key: list[str]) -> pa.Table:
         return table
     return table.take(order)
 
+
 def _same_keys(a: pa.Table, b: pa.Table, key: list[str]) -> bool:
     return a.num_rows == b.num_rows and all(a.column(c).equals(b.column(c)) for c in key)
+
 
 def align_by_key(expected: pa.Table, actual: pa.Table, key: list[str]) -> tuple[pa.Table, pa.Table]:
     """Both tables with their rows in the same key order, sorting only what is out of order."""
@@ -73,6 +78,7 @@ def align_by_key(expected: pa.Table, actual: pa.Table, key: list[str]) -> tuple[
     if _same_keys(expected, actual, key):
         return expected, actual
     return expected, sort_by_key(actual, key)
+
 
 def differences(
     expected: pa.Table, actual: pa.Table, key: list[str], limit: int = 20

@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # imported where used: pgpq and psycopg load only for Postgre
 
 COPY_CHUNK_ROWS = 20_000  # small: the server starts on a table after one chunk is encoded
 
+
 def _csv_ready(table: pa.Table) -> pa.Table:
     """Columns in the text form PostgreSQL's COPY csv reads (bytea as \\x hex)."""
     arrays = []
@@ -53,6 +54,7 @@ def _csv_ready(table: pa.Table) -> pa.Table:
         else:
             arrays.append(col)
     return pa.Table.from_arrays(arrays, names=table.column_names)
+
 
 # PostgreSQL base types whose binary receive function reads exactly what pgpq writes for the
 # snapshot's Arrow type (arrow_types.arrow_for); a table with any other column (uuid, interval,
@@ -76,6 +78,7 @@ _BINARY_ARROW: dict[str, object] = {
     "numeric": pa.types.is_decimal128,
 }
 
+
 def _column_types(conn: Connection, tplan: TablePlan) -> dict[str, tuple[str, str]]:
     """column -> (type name, typtype) as PostgreSQL itself has them (domains stay domains)."""
     name, _ = quoted(conn, tplan)
@@ -88,6 +91,7 @@ def _column_types(conn: Connection, tplan: TablePlan) -> dict[str, tuple[str, st
         {"t": name},
     )
     return {r[0]: (r[1], r[2]) for r in rows}
+
 
 def _binary_types(conn: Connection, tplan: TablePlan, schema: pa.Schema) -> dict[str, str] | None:
     """column -> PostgreSQL type name when every column can go through COPY (FORMAT binary)
@@ -105,9 +109,11 @@ def _binary_types(conn: Connection, tplan: TablePlan, schema: pa.Schema) -> dict
         out[field.name] = typname
     return out
 
+
 def binary_copy_types(conn: Connection, tplan: TablePlan, schema: pa.Schema) -> bool:
     """Whether every column can go through COPY (FORMAT binary) with pgpq's encoding."""
     return _binary_types(conn, tplan, schema) is not None
+
 
 def _binary_encoder(schema: pa.Schema, types: dict[str, str]) -> ArrowToPostgresBinaryEncoder:
     import pgpq
@@ -124,6 +130,7 @@ def _binary_encoder(schema: pa.Schema, types: dict[str, str]) -> ArrowToPostgres
             encoders[field.name] = pgpq.ArrowToPostgresBinaryEncoder.infer_encoder(field)
     return pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(schema, encoders)
 
+
 @dataclass(frozen=True)
 class SentRows:
     """What a COPY (FORMAT binary) sent: its columns and the sha256 of the whole stream.
@@ -136,6 +143,7 @@ class SentRows:
     columns: tuple[str, ...]
     sha256: str
 
+
 def _order_by(tplan: TablePlan, columns: sa.ColumnCollection) -> list:
     """The key columns for ORDER BY, text ones in the "C" collation (byte order, as Arrow's)."""
     out = []
@@ -143,6 +151,7 @@ def _order_by(tplan: TablePlan, columns: sa.ColumnCollection) -> list:
         col = columns[name]
         out.append(col.collate("C") if isinstance(tplan.table.c[name].type, sa.String) else col)
     return out
+
 
 def _copy_in_binary(
     conn: Connection, tplan: TablePlan, table: pa.Table, types: dict[str, str]
@@ -159,11 +168,13 @@ def _copy_in_binary(
             copy.write(data)
     return SentRows(tuple(table.column_names), digest.hexdigest())
 
+
 def _binary_stream(encoder: ArrowToPostgresBinaryEncoder, table: pa.Table) -> Iterator[bytes]:
     yield encoder.write_header()
     for batch in table.to_batches(max_chunksize=COPY_CHUNK_ROWS):
         yield encoder.write_batch(batch)
     yield encoder.finish()
+
 
 def same_as_sent(conn: Connection, tplan: TablePlan, ids: list, sent: SentRows) -> bool:
     """Whether the sessions' rows now in the table are byte for byte what `sent` wrote: the
@@ -179,6 +190,7 @@ def same_as_sent(conn: Connection, tplan: TablePlan, ids: list, sent: SentRows) 
     raw = conn.connection.driver_connection
     digest = _copy_out_sha256(raw.pgconn, f"COPY ({sql}) TO STDOUT (FORMAT binary)")
     return digest == sent.sha256
+
 
 def _copy_out_sha256(pgconn: PGconn, sql: str) -> str:
     """The sha256 of everything a `COPY ... TO STDOUT` sends, read with libpq's own calls
@@ -214,9 +226,11 @@ def _copy_out_sha256(pgconn: PGconn, sql: str) -> str:
         raise _result_error(failed, pgconn)
     return digest.hexdigest()
 
+
 def _drain_results(pgconn: PGconn) -> None:
     while pgconn.get_result() is not None:
         pass
+
 
 def _result_error(result: PGresult | None, pgconn: PGconn) -> Exception:
     """The psycopg exception (by SQLSTATE) for a failed low-level result."""
@@ -233,6 +247,7 @@ def _result_error(result: PGresult | None, pgconn: PGconn) -> Exception:
         cls = psycopg.DatabaseError
     return cls(message)
 
+
 def copy_in(conn: Connection, tplan: TablePlan, table: pa.Table) -> SentRows | None:
     types = _binary_types(conn, tplan, table.schema)
     if types is not None:
@@ -244,6 +259,7 @@ def copy_in(conn: Connection, tplan: TablePlan, table: pa.Table) -> SentRows | N
             copy.write(data)
     return None
 
+
 def _csv_stream(table: pa.Table) -> Iterator[memoryview]:
     """`table` as PostgreSQL's COPY csv reads it, chunk by chunk (Arrow's C++ CSV writer)."""
     options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
@@ -252,7 +268,9 @@ def _csv_stream(table: pa.Table) -> Iterator[memoryview]:
         pacsv.write_csv(_csv_ready(table.slice(start, COPY_CHUNK_ROWS)), buf, options)
         yield buf.getbuffer()
 
+
 ANALYZE_MIN_ROWS = 1_000
+
 
 def refresh_statistics(conn: Connection, tplan: TablePlan, inserted: int) -> None:
     """ANALYZE a table the insert has more than doubled, inside the transaction (it samples
@@ -276,6 +294,7 @@ def refresh_statistics(conn: Connection, tplan: TablePlan, inserted: int) -> Non
             sa.text("SELECT set_config('default_statistics_target', :v, true)"), {"v": target}
         )
 
+
 def advance_sequences(conn: Connection, tplan: TablePlan) -> None:
     """Serial/identity sequences must not hand out the keys that were just restored."""
     prep = conn.dialect.identifier_preparer
@@ -298,7 +317,9 @@ def advance_sequences(conn: Connection, tplan: TablePlan) -> None:
                 {"s": seq},
             )
 
+
 READ_BLOCK_BYTES = 8 << 20
+
 
 def _unhex(col: pa.ChunkedArray) -> pa.Array:
     """bytea text (\\x + hex) to binary, vectorized: one unhexlify over the whole column."""
@@ -312,6 +333,7 @@ def _unhex(col: pa.ChunkedArray) -> pa.Array:
     if arr.null_count:
         out = pc.if_else(arr.is_valid(), out, pa.nulls(n, pa.binary()))
     return out
+
 
 def copy_out(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
     """The rows through COPY ... TO STDOUT (FORMAT csv), parsed by Arrow block by block in a
@@ -374,11 +396,13 @@ def copy_out(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
 def _adbc_uri(engine: Engine) -> str:
     return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
+
 _ADBC_POOL: dict[str, list] = {}
 
 _ADBC_LOCK = threading.Lock()
 
 ADBC_BATCH_BYTES = 4 << 20  # smaller batches overlap reading and encoding better
+
 
 @contextmanager
 def adbc_connection(engine: Engine) -> Iterator:
@@ -405,6 +429,7 @@ def adbc_connection(engine: Engine) -> Iterator:
         else:
             pair[1].close()
             pair[0].close()
+
 
 def read_batches(
     engine: Engine, stmt: sa.Select, ids: list, schema: pa.Schema

@@ -24,6 +24,7 @@ from htd_pipelines.registry.resolved import TablePlan
 
 DEFAULT_BATCH_ROWS = 65_536
 
+
 def _portable(
     conn: Connection, stmt: sa.Select, ids: list, schema: pa.Schema, batch_rows: int
 ) -> Iterator[pa.RecordBatch]:
@@ -33,6 +34,7 @@ def _portable(
     )
     for rows in result.partitions(batch_rows):
         yield rows_to_batch(rows, schema)
+
 
 def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 4) -> Iterator[pa.RecordBatch]:
     """Read ahead on a thread so that the database read overlaps Parquet encoding.
@@ -75,6 +77,7 @@ def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 4) -> Iterator[pa.R
         close = getattr(batches, "close", None)
         if close is not None and not worker.is_alive():
             close()
+
 
 def stream_batches(
     engine: Engine,

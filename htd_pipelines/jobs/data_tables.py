@@ -1,8 +1,6 @@
 """data_table_backup_job: materializes data_table_backup partitions (one per data table)."""
 
-from dagster import (
-    define_asset_job,
-)
+from dagster import define_asset_job
 
 from htd_pipelines.assets.data_tables import data_table_backup
 

@@ -1,15 +1,7 @@
 """protective_backup_job (incremental versions of live sessions) and restore_version_job (put a
 live session back to a recorded version). The work is in `htd_pipelines.versions`."""
 
-from dagster import (
-    Config,
-    Failure,
-    MetadataValue,
-    OpExecutionContext,
-    in_process_executor,
-    job,
-    op,
-)
+from dagster import Config, Failure, MetadataValue, OpExecutionContext, in_process_executor, job, op
 from pydantic import Field
 
 from htd_pipelines import settings

@@ -20,10 +20,13 @@ def backup_run_config(
         }
     }
 
+
 SESSION_TAG = "htd/session"  # type:relation_id, for one-run-per-session concurrency limits
+
 
 def session_tag(type_name: str, relation_id: object) -> str:
     return f"{type_name}:{relation_id}"
+
 
 def backup_tags(type_name: str, relation_ids: list, uid: str | None) -> dict[str, str]:
     tags = {"htd/type": type_name, "htd/relation_ids": ",".join(str(r) for r in relation_ids)}
@@ -33,6 +36,7 @@ def backup_tags(type_name: str, relation_ids: list, uid: str | None) -> dict[str
     if uid:
         tags["htd/uid"] = uid
     return tags
+
 
 def restore_run_config(
     backup_id: int,

@@ -24,6 +24,7 @@ ATTEMPTS = 3
 
 BACKOFF_SECONDS = 0.5  # before attempt n+1: BACKOFF_SECONDS * 2**(n-1)
 
+
 def _where(url: str) -> str:
     """The webhook's scheme and host only: its path or query may hold a token."""
     try:
@@ -31,6 +32,7 @@ def _where(url: str) -> str:
     except ValueError:
         return "the webhook"
     return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
+
 
 def _post(url: str, body: bytes, timeout: float) -> int:
     request = urllib.request.Request(
@@ -42,6 +44,7 @@ def _post(url: str, body: bytes, timeout: float) -> int:
     with urllib.request.urlopen(request, timeout=timeout) as response:
         response.read()
         return response.status
+
 
 def send_alert(
     alert: Alert,
@@ -83,6 +86,7 @@ def send_alert(
         f"(the alert is in this log: [{alert.kind}] {alert.title})"
     )
     return False
+
 
 class AlertSink(ConfigurableResource):
     """Where alerts go: always the sensor's log; and the webhook in HTD_ALERT_WEBHOOK_URL when

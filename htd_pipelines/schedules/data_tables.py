@@ -1,11 +1,6 @@
 """data_table_backup_schedule: a new backup of every data table, skipped while one runs."""
 
-from dagster import (
-    RunRequest,
-    ScheduleEvaluationContext,
-    SkipReason,
-    schedule,
-)
+from dagster import RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 
 from htd_pipelines import settings
 from htd_pipelines.assets.data_tables import data_tables
@@ -15,8 +10,8 @@ from htd_pipelines.schedules.guards import running_skip
 
 @schedule(
     job=data_table_backup_job,
-    cron_schedule=settings.DATA_TABLE_CRON.text() or "",
-    execution_timezone=settings.DATA_TABLE_TIMEZONE.text() or settings.DEFAULT_TIMEZONE,
+    cron_schedule=settings.DATA_TABLE_CRON.value(),
+    execution_timezone=settings.DATA_TABLE_TIMEZONE.value(),
     description="Daily backup of every data table partition (one run each); a tick is skipped, "
     "with the reason, while a run of data_table_backup_job is still queued or running.",
 )

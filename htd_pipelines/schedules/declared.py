@@ -68,7 +68,6 @@ _FIELDS = ("name", "cron", "timezone", "enabled", "job", "run_config", "tags", "
 _REQUIRED = ("name", "cron", "timezone", "job")
 
 
-
 class DeclaredScheduleError(ValueError):
     """The schedules file is invalid; every line names the file and the entry."""
 
@@ -117,7 +116,7 @@ class Declaration:
 # ---------------------------------------------------------------------------------------------
 
 
-def schedules_file() -> Path | None:
+def schedules_file() -> Path:
     """``HTD_SCHEDULES_FILE`` or the packaged file."""
     return settings.schedules_file() or PACKAGED_SCHEDULES_FILE
 
@@ -229,9 +228,7 @@ def _entry_errors(entry: object, known: set[str], reserved: Collection[str]) -> 
     return errors
 
 
-def _required_field_errors(
-    entry: Mapping, known: set[str], reserved: Collection[str]
-) -> list[str]:
+def _required_field_errors(entry: Mapping, known: set[str], reserved: Collection[str]) -> list[str]:
     """Problems with the name, cron, timezone and job an entry gives (absent ones aside)."""
     errors: list[str] = []
     name = entry.get("name")

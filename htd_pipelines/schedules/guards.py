@@ -52,8 +52,8 @@ def guarded_schedule(
     @schedule(
         name=name,
         job_name=job_name,
-        cron_schedule=cron.text() or "",
-        execution_timezone=timezone.text() or settings.DEFAULT_TIMEZONE,
+        cron_schedule=cron.value(),
+        execution_timezone=timezone.value(),
         description=description,
     )
     def evaluate(context: ScheduleEvaluationContext) -> SkipReason | RunRequest:

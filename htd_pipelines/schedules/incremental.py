@@ -9,8 +9,8 @@ from htd_pipelines.schedules.guards import running_skip
 
 @schedule(
     job_name="protective_backup_job",
-    cron_schedule=settings.PROTECTIVE_CRON.text() or "",
-    execution_timezone=settings.PROTECTIVE_TIMEZONE.text() or settings.DEFAULT_TIMEZONE,
+    cron_schedule=settings.PROTECTIVE_CRON.value(),
+    execution_timezone=settings.PROTECTIVE_TIMEZONE.value(),
     description="Daily protective versions of live sessions (type HTD_PROTECTIVE_TYPE, default "
     "inst): a new version of each session changed since its last one, at most "
     "HTD_PROTECTIVE_MAX_SESSIONS (default 100) per run; skipped while the job still runs.",

@@ -37,6 +37,7 @@ from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
 from dagster._utils.schedules import schedule_execution_time_iterator
 
 from htd_pipelines import alerts as alerting
+from htd_pipelines import settings
 from htd_pipelines.alerts import Alert
 from htd_pipelines.dialects.engine import comparable_timestamp
 from htd_pipelines.markers import marker_columns
@@ -297,7 +298,7 @@ def _schedule_alerts(
 def _marker_alerts(
     engine: sa.Engine, registry: Registry, state: dict, now: dt.datetime, budget: int
 ) -> list[Alert]:
-    delay = alerting.marker_delay_minutes()
+    delay = settings.alert_marker_delay_minutes()
     cutoff = now - dt.timedelta(minutes=delay)
     alerted = set(state.get("markers", []))
     keep: set[str] = set()

@@ -1,14 +1,9 @@
 """data_table_partitions_sensor: one data_table_backup partition per data table."""
 
-from dagster import (
-    DefaultSensorStatus,
-    SensorEvaluationContext,
-    SensorResult,
-    SkipReason,
-    sensor,
-)
+from dagster import DefaultSensorStatus, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
-from htd_pipelines.assets.data_tables import data_tables, dataset_type
+from htd_pipelines import settings
+from htd_pipelines.assets.data_tables import data_tables
 from htd_pipelines.registry.resolved import resolve_type
 from htd_pipelines.resources import AppDatabase, RelationRegistry
 
@@ -23,7 +18,7 @@ def data_table_partitions_sensor(
     context: SensorEvaluationContext, database: AppDatabase, relations: RelationRegistry
 ) -> SensorResult:
     engine = database.engine()
-    rtype = resolve_type(engine, relations.load().get(dataset_type()))
+    rtype = resolve_type(engine, relations.load().get(settings.dataset_type()))
     key = rtype.root.table.c[rtype.root.rule.key]
     import sqlalchemy as sa
 

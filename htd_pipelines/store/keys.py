@@ -42,14 +42,17 @@ class BackupRotation:
     )  # files an interrupted run left, put in place
     message: str = ""
 
+
 def _label(record: BackupRecord) -> str:
     return f"{record.type} {record.relation_id} v{record.version}"
+
 
 def _digest_or_none(store: SnapshotStore, path: str) -> tuple[str, int] | None:
     try:
         return store.file_digest(path)
     except SnapshotError:
         return None
+
 
 def _finish_interrupted(store: SnapshotStore, manifest: Manifest, dry_run: bool) -> list[str]:
     """Copies left by an interrupted rotation: a copy matching the catalog (the run stopped
@@ -73,6 +76,7 @@ def _finish_interrupted(store: SnapshotStore, manifest: Manifest, dry_run: bool)
         store.delete_file(f"{manifest.location}/{MANIFEST_FILE}{ROTATE_SUFFIX}")
     return recovered
 
+
 def _manifest_file_current(store: SnapshotStore, location: str, text: str, key_id: str) -> bool:
     path = f"{location}/{MANIFEST_FILE}"
     try:
@@ -80,17 +84,21 @@ def _manifest_file_current(store: SnapshotStore, location: str, text: str, key_i
     except SnapshotError:
         return False
 
+
 def _write_manifest_file(store: SnapshotStore, location: str, text: str, key_id: str) -> None:
     path = f"{location}/{MANIFEST_FILE}"
     store.write_bytes(path + ROTATE_SUFFIX, text.encode(), key_id=key_id)
     store.replace(path + ROTATE_SUFFIX, path)
 
+
 class _CatalogChanged(RuntimeError):
     pass
+
 
 def _remove_copies(store: SnapshotStore, manifest: Manifest, files: list[StoredFile]) -> None:
     for f in files:
         store.delete_file(f"{manifest.location}/{f.file}{ROTATE_SUFFIX}")
+
 
 def rotate_backup(
     engine: Engine,
@@ -178,6 +186,7 @@ def rotate_backup(
         out.status, out.message = "failed", str(exc)
     return out
 
+
 def rotate_keys(
     engine: Engine,
     *,
@@ -211,6 +220,7 @@ def rotate_keys(
             record = catalog.get_backup(conn, backup_id)
         results.append(rotate_backup(engine, record, keyring, to_key_id, dry_run=dry_run, uid=uid))
     return results
+
 
 def check_keys(
     engine: Engine, *, type_name: str | None = None, keyring: Keyring | None = None

@@ -15,11 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from htd_pipelines.dialects.arrow_rows import sort_by_key
 from htd_pipelines.registry.resolved import ResolvedType
-from htd_pipelines.restore import (
-    check_schema,
-    load_snapshot,
-    read_snapshot_table,
-)
+from htd_pipelines.restore import check_schema, load_snapshot, read_snapshot_table
 from htd_pipelines.store import catalog
 from htd_pipelines.store.catalog import BackupRecord
 from htd_pipelines.store.manifest import Manifest, TableManifest
@@ -33,6 +29,7 @@ INCREMENTAL = "incremental"
 
 def _label(m: Manifest | BackupRecord) -> str:
     return f"version {m.version} of {m.type} {m.relation_id}"
+
 
 def version_chain(
     conn: Connection, type_name: str, relation_id: object, version: int
@@ -64,6 +61,7 @@ def version_chain(
         child, wanted = wanted, base
     return chain[::-1]
 
+
 def _deleted_view(m: Manifest) -> Manifest:
     """The manifest of an incremental's deleted-key files, so load_snapshot checks them."""
     tables = []
@@ -89,11 +87,13 @@ def _deleted_view(m: Manifest) -> Manifest:
         )
     return dataclasses.replace(m, tables=tables)
 
+
 def _load(store: SnapshotStore, m: Manifest, what: str = "") -> dict[str, pa.Table]:
     try:
         return load_snapshot(store, m)
     except SnapshotError as exc:
         raise ChainError(f"{_label(m)}{what} is damaged: {exc}") from exc
+
 
 def check_files(store: SnapshotStore, manifest: Manifest) -> None:
     """Every file of one version (an incremental's deleted-key files too) against its manifest:
@@ -103,6 +103,7 @@ def check_files(store: SnapshotStore, manifest: Manifest) -> None:
     for view in views:
         for t in view.tables:
             read_snapshot_table(store, view, t.table)
+
 
 def compose(
     versions: Sequence[Manifest | BackupRecord], store: SnapshotStore | None = None
@@ -146,6 +147,7 @@ def compose(
         previous = m
     return state
 
+
 def compose_version(
     engine: Engine,
     type_name: str,
@@ -158,6 +160,7 @@ def compose_version(
     with engine.connect() as conn:
         chain = version_chain(conn, type_name, relation_id, version)
     return compose(chain, store)
+
 
 def schema_problems(full: Manifest, rtype: ResolvedType, state: dict | None = None) -> list[str]:
     problems = check_schema(full, rtype)
@@ -172,6 +175,7 @@ def schema_problems(full: Manifest, rtype: ResolvedType, state: dict | None = No
         elif state is not None and state[tplan.name].column_names != live:
             problems.append(f"table {tplan.name}: columns {state[tplan.name].column_names}")
     return list(dict.fromkeys(problems))
+
 
 def list_versions(engine: Engine, type_name: str, relation_id: object) -> list[dict]:
     """Every recorded version of a session, oldest first, with what each one holds."""

@@ -21,10 +21,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from htd_pipelines.backup import (
-    BackupError,
-    pk_digest,
-)
+from htd_pipelines.backup import BackupError, pk_digest
 from htd_pipelines.dialects.arrow_rows import rows_to_batch, sort_by_key
 from htd_pipelines.dialects.read import stream_batches
 from htd_pipelines.registry.arrow_types import value_bytes
@@ -50,6 +47,7 @@ def _column_bytes(col: pa.Array) -> pa.Array:
         values = [None if v is None else repr(v).encode() for v in col.to_pylist()]
         return pa.array(values, pa.large_binary())
 
+
 def row_digest(table: pa.Table, key: Sequence[str]) -> str:
     """Order-independent digest of a table's rows (every column, NULLs distinct from empty)."""
     h = hashlib.sha256()
@@ -70,6 +68,7 @@ def row_digest(table: pa.Table, key: Sequence[str]) -> str:
         h.update(values)
     return h.hexdigest()
 
+
 def _max_text(col: pa.ChunkedArray | pa.Array) -> str | None:
     if len(col) == 0:
         return None
@@ -77,6 +76,7 @@ def _max_text(col: pa.ChunkedArray | pa.Array) -> str | None:
     if value is None:
         return None
     return value.isoformat() if isinstance(value, dt.datetime | dt.date) else str(value)
+
 
 def table_marks(table: pa.Table, tplan: TablePlan, change_column: str | None) -> dict:
     """What the next protective backup compares with: rows, digests, max(change column)."""
@@ -90,6 +90,7 @@ def table_marks(table: pa.Table, tplan: TablePlan, change_column: str | None) ->
         "change_max": _max_text(table.column(col)) if col else None,
     }
 
+
 def probe(engine: Engine, tplan: TablePlan, ids: list, column: str) -> tuple:
     """(rows, key digest, max(column)) of the session's rows now, reading keys and column only."""
     key = list(tplan.primary_key)
@@ -101,6 +102,7 @@ def probe(engine: Engine, tplan: TablePlan, ids: list, column: str) -> tuple:
     table = pa.Table.from_batches([rows_to_batch(rows, schema)], schema=schema)
     return table.num_rows, pk_digest(table.select(key)), _max_text(table.column(column))
 
+
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """`table` with exactly `schema`'s columns and types (no schema metadata)."""
     arrays = []
@@ -109,14 +111,17 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         arrays.append(col if col.type == f.type else col.cast(f.type))
     return pa.Table.from_arrays(arrays, schema=schema.remove_metadata())
 
+
 def read_current(engine: Engine, tplan: TablePlan, ids: list) -> pa.Table:
     """The session's rows of one table now (the extract path), in snapshot schema."""
     schema = tplan.arrow_schema()
     batches = [b.select(schema.names) for b in stream_batches(engine, tplan, ids)]
     return pa.Table.from_batches(batches, schema=schema)
 
+
 def _keys(table: pa.Table, key: list[str]) -> list[tuple]:
     return list(zip(*[table.column(c).to_pylist() for c in key], strict=True))
+
 
 def _member(table: pa.Table, key: list[str], other: pa.Table) -> np.ndarray:
     """Per row of `table`: is its key among `other`'s keys?"""
@@ -132,10 +137,12 @@ def _member(table: pa.Table, key: list[str], other: pa.Table) -> np.ndarray:
     wanted = set(_keys(other, key))
     return np.array([k in wanted for k in _keys(table, key)], dtype=bool)
 
+
 def _unique_keys(table: pa.Table, key: list[str]) -> bool:
     if len(key) == 1:
         return pc.count_distinct(table.column(key[0])).as_py() == table.num_rows
     return len(set(_keys(table, key))) == table.num_rows
+
 
 def _differs(a: pa.ChunkedArray, b: pa.ChunkedArray) -> np.ndarray:
     same = pc.fill_null(pc.equal(a, b), False)
@@ -143,6 +150,7 @@ def _differs(a: pa.ChunkedArray, b: pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_floating(a.type):
         same = pc.or_(same, pc.fill_null(pc.and_(pc.is_nan(a), pc.is_nan(b)), False))
     return ~same.to_numpy(zero_copy_only=False).astype(bool)
+
 
 @dataclass
 class TableDiff:
@@ -154,6 +162,7 @@ class TableDiff:
     @property
     def empty(self) -> bool:
         return self.upserts.num_rows == 0 and self.deleted.num_rows == 0
+
 
 def diff_table(base: pa.Table, current: pa.Table, key: Sequence[str]) -> TableDiff:
     """Rows added, rows changed (any column), keys deleted: `base` -> `current` (same schema)."""
@@ -175,6 +184,7 @@ def diff_table(base: pa.Table, current: pa.Table, key: Sequence[str]) -> TableDi
     changed = cur.filter(pa.array(mask))
     upserts = pa.concat_tables([added, changed]) if changed.num_rows else added
     return TableDiff(upserts, deleted, added.num_rows, changed.num_rows)
+
 
 def apply_changes(
     state: pa.Table,

@@ -31,9 +31,7 @@ from htd_pipelines.backup import (
 from htd_pipelines.dialects.arrow_rows import differences, sort_by_key
 from htd_pipelines.registry.resolved import ResolvedType, TablePlan, resolve_type
 from htd_pipelines.registry.spec import Registry
-from htd_pipelines.restore import (
-    read_snapshot_table,
-)
+from htd_pipelines.restore import read_snapshot_table
 from htd_pipelines.store import catalog
 from htd_pipelines.store.catalog import BackupRecord
 from htd_pipelines.store.manifest import MANIFEST_FILE, Manifest, TableManifest
@@ -61,10 +59,12 @@ DEFAULT_MAX_SESSIONS = 100
 
 DEFAULT_MAX_CHAIN = 30  # incrementals on top of one full version; then a new full version
 
+
 class _NeedsFull(Exception):  # control flow (not an error): make a full version instead
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
 
 @dataclass(frozen=True)
 class VersionOutcome:
@@ -88,6 +88,7 @@ class VersionOutcome:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+
 def _columns_doc(tplan: TablePlan) -> list[dict]:
     return [
         {
@@ -100,6 +101,7 @@ def _columns_doc(tplan: TablePlan) -> list[dict]:
         for c in tplan.columns
     ]
 
+
 def _file_refs(tplan: TablePlan, rows: pa.Table) -> list[dict]:
     """Remote-file references of the rows (same form as a full version's manifest)."""
     key = list(tplan.primary_key)
@@ -110,11 +112,13 @@ def _file_refs(tplan: TablePlan, rows: pa.Table) -> list[dict]:
             refs.append(file_reference(col, key, found))
     return refs
 
+
 def _write(store: SnapshotStore, path: str, table: pa.Table) -> WrittenFile:
     writer = store.parquet_writer(path, table.schema)
     for batch in table.to_batches():
         writer.write(batch)
     return writer.close()
+
 
 def _latest_versions(conn: Connection, type_name: str) -> dict[str, BackupRecord]:
     latest: dict[str, BackupRecord] = {}
@@ -122,6 +126,7 @@ def _latest_versions(conn: Connection, type_name: str) -> dict[str, BackupRecord
         if r.relation_id not in latest or r.version > latest[r.relation_id].version:
             latest[r.relation_id] = r
     return latest
+
 
 def _candidates(engine: Engine, rtype: ResolvedType, latest: dict[str, BackupRecord]) -> list:
     """Every session of the type (test sessions left out), never-versioned ones first, then
@@ -139,6 +144,7 @@ def _candidates(engine: Engine, rtype: ResolvedType, latest: dict[str, BackupRec
     seen = sorted((i for i in ids if i in latest), key=lambda i: latest[i].created_at)
     return never + seen
 
+
 def _full_digest(store: SnapshotStore, full: Manifest, tplan: TablePlan) -> str | None:
     """The row digest of one table of a full version, from its file (None if unreadable: the
     exact comparison that follows then reports what is wrong with it)."""
@@ -147,6 +153,7 @@ def _full_digest(store: SnapshotStore, full: Manifest, tplan: TablePlan) -> str 
     except (SnapshotError, KeyError):
         return None
     return row_digest(conform(table, tplan.arrow_schema()), list(tplan.primary_key))
+
 
 def _incremental(
     engine: Engine,
@@ -232,6 +239,7 @@ def _incremental(
         change_column=change_column,
         delta="differential" if differential else INCREMENTAL,
     )
+
 
 def _suspect_tables(
     engine: Engine,
@@ -420,6 +428,7 @@ def _record_incremental(
         delta=delta,
     )
 
+
 def full_version(
     engine: Engine,
     registry: Registry,
@@ -453,6 +462,7 @@ def full_version(
         location=r.location,
         rows=dict(r.rows),
     )
+
 
 def protective_backup(
     engine: Engine,

@@ -16,20 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from htd_pipelines import settings
-from htd_pipelines.backup import (
-    coerce_ids,
-    existing_ids,
-)
+from htd_pipelines.backup import coerce_ids, existing_ids
 from htd_pipelines.dialects.arrow_rows import differences, sort_by_key
 from htd_pipelines.dialects.write import insert_rows, read_rows
 from htd_pipelines.registry.resolved import ResolvedType, TablePlan, resolve_type
 from htd_pipelines.registry.spec import Registry
-from htd_pipelines.restore import (
-    RestoreRefused,
-    find_conflicts,
-    find_missing_parents,
-    verify_rows,
-)
+from htd_pipelines.restore import RestoreRefused, find_conflicts, find_missing_parents, verify_rows
 from htd_pipelines.store import catalog
 from htd_pipelines.store.snapshots import SnapshotStore
 from htd_pipelines.versions.chain import compose, compose_version, schema_problems, version_chain
@@ -59,8 +51,10 @@ class VersionRestore:
         doc["protective"] = self.protective.as_dict()
         return doc
 
+
 def _same(a: pa.Table, b: pa.Table, key: list[str]) -> list:
     return differences(sort_by_key(a, key), sort_by_key(b, key), key, limit=1)
+
 
 def restore_version(
     engine: Engine,
