@@ -173,7 +173,7 @@ def manifest_of(store, recorded):  # noqa: ANN001, ANN201
 
 
 def timed_backup(engine, registry, store, url, rtype, sid, run_id, args):  # noqa: ANN001, ANN201
-    from htd_pipelines.backup import backup_sessions
+    from htd_pipelines.delete import backup_sessions
 
     gc.collect()
     settle_s = settle(url, rtype)

@@ -538,7 +538,7 @@ def mariadb_load_pass(url: str, exported: dict[str, dict]) -> tuple[float, dict[
 
 
 def measure_dialect(dialect: str, rows_requested: int, args: argparse.Namespace) -> dict:
-    from htd_pipelines.backup import backup_sessions
+    from htd_pipelines.delete import backup_sessions
     from htd_pipelines.dialects.engine import dispose_engines, get_engine
     from htd_pipelines.registry.spec import load_registry
     from htd_pipelines.store.snapshots import SnapshotStore

@@ -7,7 +7,8 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from htd_pipelines.backup import BackupError, backup_sessions, resolved
+from htd_pipelines.backup import BackupError, resolved
+from htd_pipelines.delete import backup_sessions
 from htd_pipelines.dialects.engine import comparable_timestamp
 from htd_pipelines.registry.resolved import ResolvedType
 from htd_pipelines.registry.spec import Registry

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -14,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from htd_pipelines.backup import coerce_ids
 from htd_pipelines.dialects.arrow_rows import align_by_key, differences, sort_by_key
+from htd_pipelines.dialects.engine import quoted
 from htd_pipelines.dialects.write import SentRows, insert_rows, read_rows, same_as_sent
 from htd_pipelines.registry.resolved import ResolvedType, TablePlan, resolve_type
 from htd_pipelines.registry.spec import Registry
@@ -238,7 +240,16 @@ def _refuse_if_restored(record: BackupRecord) -> None:
 
 def verify_rows(conn: Connection, tplan: TablePlan, expected: pa.Table, ids: list) -> int:
     """Compare the rows now in the database with the snapshot; put back values that a trigger
-    or default changed; return how many cells were corrected. Raises if they still differ."""
+    or default changed; return how many cells were corrected. Raises if they still differ.
+
+    Each differing row gets one UPDATE that sets every differing column, and on MariaDB also
+    every ON UPDATE column to its backed-up value (else the server would stamp it with the
+    time of the correction). On PostgreSQL, the table's BEFORE UPDATE row triggers are
+    switched off for the corrections, inside the transaction, when the role may (it owns the
+    table): a trigger that stamps a column on update would defeat the correction. A change
+    that cannot be undone this way (a MariaDB BEFORE UPDATE trigger, SQLite triggers) is
+    refused by the second comparison; the backup's delete rehearses the restore, so that
+    refusal comes before anything is deleted."""
     key = list(tplan.primary_key)
     expected, actual = align_by_key(expected, read_rows(conn, tplan, ids), key)
     diffs = differences(expected, actual, key, limit=10_000)
@@ -249,37 +260,128 @@ def verify_rows(conn: Connection, tplan: TablePlan, expected: pa.Table, ids: lis
             f"table {tplan.name}: {diffs[0][3]} rows after restore, the backup has "
             f"{diffs[0][2]}; rolled back"
         )
+    rows: dict[tuple, dict[str, object]] = {}
     for k, column, value, _ in diffs:
-        target = sa.table(
-            tplan.table.name,
-            sa.column(column),
-            *[sa.column(c) for c in key],
-            schema=tplan.table.schema,
-        )
-        cond = sa.and_(*[target.c[c] == v for c, v in k.items()])
-        conn.execute(target.update().where(cond).values({column: value}))
+        rows.setdefault(tuple(k.items()), {})[column] = value
+    stamped = on_update_columns(conn, tplan)
+    if stamped:
+        _add_stamped_values(rows, expected, key, stamped)
+    with _before_update_triggers_off(conn, tplan):
+        for k, values in rows.items():
+            target = sa.table(
+                tplan.table.name,
+                *[sa.column(c) for c in dict.fromkeys([*values, *key])],
+                schema=tplan.table.schema,
+            )
+            cond = sa.and_(*[target.c[c] == v for c, v in k])
+            conn.execute(target.update().where(cond).values(values))
     expected, actual = align_by_key(expected, read_rows(conn, tplan, ids), key)
     still = differences(expected, actual, key)
     if still:
         k, column, value, got = still[0]
         raise RestoreRefused(
             f"table {tplan.name}: column {column} of row {k} is {got!r} after restore, "
-            f"the backup has {value!r}; rolled back"
+            f"the backup has {value!r} (a trigger or default changes it and the correction "
+            "could not put it back); rolled back"
         )
     return len(diffs)
 
 
+def on_update_columns(conn: Connection, tplan: TablePlan) -> list[str]:
+    """MariaDB/MySQL columns the server stamps on every UPDATE (ON UPDATE CURRENT_TIMESTAMP)."""
+    if conn.dialect.name not in ("mysql", "mariadb"):
+        return []
+    found = conn.execute(
+        sa.text(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = COALESCE(:s, DATABASE()) AND TABLE_NAME = :t "
+            "AND LOWER(EXTRA) LIKE '%on update%'"
+        ),
+        {"s": tplan.table.schema, "t": tplan.table.name},
+    ).scalars()
+    names = {c.name for c in tplan.columns}
+    return [c for c in found if c in names]
+
+
+def _add_stamped_values(
+    rows: dict[tuple, dict[str, object]], expected: pa.Table, key: list[str], stamped: list[str]
+) -> None:
+    """Each corrected row also sets its ON UPDATE columns, to their backed-up values."""
+    keys = list(zip(*[expected.column(c).to_pylist() for c in key], strict=True))
+    where = {k: i for i, k in enumerate(keys)}
+    for k, values in rows.items():
+        i = where[tuple(v for _, v in k)]
+        for c in stamped:
+            values.setdefault(c, expected.column(c)[i].as_py())
+
+
+@contextmanager
+def _before_update_triggers_off(conn: Connection, tplan: TablePlan) -> Iterator[None]:
+    """PostgreSQL: the table's enabled BEFORE UPDATE row triggers off for the block, back on
+    after it, all inside the caller's transaction (ALTER TABLE ... DISABLE TRIGGER is
+    transactional: a rollback or a crash leaves them as they were). A trigger the role may
+    not switch off (it does not own the table) stays on."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    name, _ = quoted(conn, tplan)
+    triggers = conn.execute(
+        sa.text(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = CAST(:t AS regclass) "
+            "AND NOT tgisinternal AND tgenabled IN ('O', 'A') AND (tgtype & 19) = 19"
+        ),
+        {"t": name},
+    ).scalars()
+    prep = conn.dialect.identifier_preparer
+    off = []
+    for trigger in triggers:
+        try:
+            with conn.begin_nested():
+                conn.exec_driver_sql(f"ALTER TABLE {name} DISABLE TRIGGER {prep.quote(trigger)}")
+            off.append(trigger)
+        except sa.exc.DBAPIError:  # not the owner: the second comparison will tell
+            continue
+    yield
+    for trigger in off:
+        conn.exec_driver_sql(f"ALTER TABLE {name} ENABLE TRIGGER {prep.quote(trigger)}")
+
+
 @dataclass
 class RestoreContext:
-    record: BackupRecord
-    manifest: Manifest
+    """What one restore (or one rehearsal) writes: the snapshot of one or more sessions of one
+    type (a backup run's sessions are rehearsed together before their delete)."""
+
+    record: BackupRecord | None
+    manifests: tuple[Manifest, ...]
     rtype: ResolvedType
     store: SnapshotStore
     ids: list
 
+    @property
+    def manifest(self) -> Manifest:
+        return self.manifests[0]
+
+    @property
+    def label(self) -> str:
+        if self.record is not None:
+            return f"backup {self.record.id}"
+        m = self.manifest
+        rids = ", ".join(x.relation_id for x in self.manifests)
+        return f"the backup of {m.type} {rids}"
+
     def table(self, name: str) -> pa.Table:
         """One table's rows, read (and checked again) when needed."""
-        return read_snapshot_table(self.store, self.manifest, name)
+        parts = [read_snapshot_table(self.store, m, name) for m in self.manifests]
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+
+    def manifest_record(self) -> BackupRecord:
+        """The catalog record of a single-backup restore (prepare() made this context)."""
+        if self.record is None:
+            raise RuntimeError("this restore context holds no catalog record")
+        return self.record
+
+    def tables(self) -> dict[str, pa.Table]:
+        return {t.name: self.table(t.name) for t in self.rtype.tables}
 
     def sorted_table(self, tplan: TablePlan) -> pa.Table:
         """One table's rows in key order, the order they are inserted in (load.sort_by_key)."""
@@ -324,7 +426,7 @@ def prepare(
             + "; ".join(problems)
         )
     ids = coerce_ids(rtype, [manifest.relation_id])
-    return RestoreContext(record, manifest, rtype, store, ids)
+    return RestoreContext(record, (manifest,), rtype, store, ids)
 
 
 def _label(engine: Engine) -> str:
@@ -372,6 +474,17 @@ def preview_restore(
             if hits:
                 preview.conflicts[tplan.name] = hits
         preview.missing_parents = find_missing_parents(conn, rtype, tables)
+    del tables
+    if preview.ok:  # the restore itself, rolled back: a dry run predicts the real outcome
+        ctx = RestoreContext(
+            record, (manifest,), rtype, store, coerce_ids(rtype, [record.relation_id])
+        )
+        try:
+            with target_engine.connect() as conn, conn.begin() as transaction:
+                rehearse(conn, ctx)
+                transaction.rollback()
+        except (RestoreRefused, SnapshotError, sa.exc.DBAPIError) as exc:
+            preview.problems.append(f"the rehearsed restore failed: {exc}")
     return preview
 
 
@@ -388,8 +501,8 @@ def restore_backup(
 ) -> RestoreResult:
     """Restore one backup: all rows or none, exactly the values backed up, at most once.
 
-    With `rehearsal` (a verification's "test restore", into a scratch database) everything
-    is done, read back and compared, then rolled back: nothing is claimed or kept.
+    With `rehearsal` (a dry run, or a verification's "test restore") everything is done, read
+    back and compared, then rolled back: nothing is claimed or kept.
 
     Into the catalog's own database the backup is claimed (is_reback 0 -> 1) in the same
     transaction. With `target_engine` (a staging copy) the catalog is not claimed.
@@ -397,40 +510,40 @@ def restore_backup(
     target = target_engine or catalog_engine
     claiming = not rehearsal and (target_engine is None or target_engine.url == catalog_engine.url)
     ctx = prepare(catalog_engine, target, registry, backup_id, store)
+    record = ctx.manifest_record()
+    if rehearsal:
+        with target.connect() as conn, conn.begin() as transaction:
+            rows, corrected = rehearse(conn, ctx)
+            transaction.rollback()
+        return RestoreResult(backup_id, record.relation_id, rows, corrected, _label(target), False)
     if claiming:
-        _refuse_if_restored(ctx.record)
+        _refuse_if_restored(record)
     try:
         with target.begin() as conn:
             if claiming:
-                _claim(conn, ctx.record, uid, run_id)
-            rows, sent = _insert_tables(conn, ctx, backup_id)
+                _claim(conn, record, uid, run_id)
+            rows, sent = _insert_tables(conn, ctx)
             corrected = _read_back(conn, ctx, sent)
-            if rehearsal:
-                raise _Rehearsed(rows, corrected)
             if claiming:
                 catalog.log_operation(
                     conn,
                     action="restore",
                     uid=uid,
-                    type_name=ctx.record.type,
-                    relation_ids=[ctx.record.relation_id],
+                    type_name=record.type,
+                    relation_ids=[record.relation_id],
                     backup_ids=[backup_id],
                     counts=rows,
                     run_id=run_id,
                     message=f"corrected cells: {corrected}" if corrected else None,
                 )
-    except _Rehearsed:
-        return RestoreResult(
-            backup_id, ctx.record.relation_id, rows, corrected, _label(target), False
-        )
     except Exception as exc:
         catalog.log_operation_now(
             catalog_engine,
             action="restore",
             status="failed",
             uid=uid,
-            type_name=ctx.record.type,
-            relation_ids=[ctx.record.relation_id],
+            type_name=record.type,
+            relation_ids=[record.relation_id],
             backup_ids=[backup_id],
             run_id=run_id,
             message=str(exc),
@@ -441,20 +554,34 @@ def restore_backup(
             catalog_engine,
             action="restore_to_target",
             uid=uid,
-            type_name=ctx.record.type,
-            relation_ids=[ctx.record.relation_id],
+            type_name=record.type,
+            relation_ids=[record.relation_id],
             backup_ids=[backup_id],
             counts=rows,
             run_id=run_id,
             message=f"restored into {_label(target)}",
         )
-    return RestoreResult(
-        backup_id, ctx.record.relation_id, rows, corrected, _label(target), claiming
-    )
+    return RestoreResult(backup_id, record.relation_id, rows, corrected, _label(target), claiming)
+
+
+def rehearse(conn: Connection, ctx: RestoreContext) -> tuple[dict[str, int], dict[str, int]]:
+    """The restore's own writes, read-back and corrections, in a savepoint of the caller's open
+    transaction that is then rolled back: (rows per table, corrected cells per table), or the
+    RestoreRefused the restore would raise. What the rehearsal proves, the restore will do:
+    the same insert path, the same triggers, defaults and conversions, the same comparison.
+    The backup's delete runs it after its DELETEs (the keys are free again) and before it
+    commits; a dry run runs it in a transaction of its own."""
+    savepoint = conn.begin_nested()
+    try:
+        rows, sent = _insert_tables(conn, ctx)
+        corrected = _read_back(conn, ctx, sent)
+    finally:
+        savepoint.rollback()
+    return rows, corrected
 
 
 def _insert_tables(
-    conn: Connection, ctx: RestoreContext, backup_id: int
+    conn: Connection, ctx: RestoreContext
 ) -> tuple[dict[str, int], dict[str, SentRows | None]]:
     """Insert every table of the backup, parents first, in the caller's transaction: rows
     inserted and what was sent, per table. A key that already exists or a missing parent
@@ -467,7 +594,7 @@ def _insert_tables(
             hits = find_conflicts(conn, tplan, data)
             if hits:
                 raise RestoreRefused(
-                    f"backup {backup_id}: rows with these keys already exist "
+                    f"{ctx.label}: rows with these keys already exist "
                     f"({tplan.name}: {hits}); nothing was written"
                 )
         try:
@@ -475,6 +602,11 @@ def _insert_tables(
                 sent[tplan.name] = insert_rows(conn, tplan, data)
         except integrity as exc:
             raise _integrity_refusal(conn, ctx, tplan, exc) from exc
+        except sa.exc.DBAPIError as exc:
+            raise RestoreRefused(
+                f"{ctx.label}: inserting into {tplan.name} failed "
+                f"({str(exc.orig).strip()}); nothing was written"
+            ) from exc
         rows[tplan.name] = data.num_rows
         del data
     return rows, sent
@@ -496,32 +628,28 @@ def _read_back(
     return corrected
 
 
-class _Rehearsed(Exception):  # control flow (not an error): roll the rehearsal back
-    """Raised inside a rehearsal's transaction so that it rolls back."""
-
-
 def _integrity_refusal(
     conn: Connection, ctx: RestoreContext, tplan: TablePlan, exc: Exception
 ) -> RestoreRefused:
     """Turn a failed insert into the list of conflicts / missing parents (the failed insert
     was rolled back to its savepoint; the whole transaction is rolled back after this)."""
-    tables = load_snapshot(ctx.store, ctx.manifest)
-    conflicts = {
-        t.name: hits for t in ctx.rtype.tables if (hits := find_conflicts(conn, t, tables[t.name]))
-    }
+    tables = ctx.tables()
+    # the tables before this one were inserted by this very transaction: only this one's
+    # keys can conflict with rows that were there before
+    hits = find_conflicts(conn, tplan, tables[tplan.name])
+    conflicts = {tplan.name: hits} if hits else {}
     missing = find_missing_parents(conn, ctx.rtype, tables)
     if conflicts:
         listed = "; ".join(f"{t}: {keys}" for t, keys in conflicts.items())
         return RestoreRefused(
-            f"backup {ctx.record.id}: rows with these keys already exist ({listed}); "
-            "nothing was written"
+            f"{ctx.label}: rows with these keys already exist ({listed}); nothing was written"
         )
     if missing:
         listed = "; ".join(f"{fk}: {vals}" for fk, vals in missing.items())
         return RestoreRefused(
-            f"backup {ctx.record.id}: parent rows are missing ({listed}); nothing was written"
+            f"{ctx.label}: parent rows are missing ({listed}); nothing was written"
         )
     return RestoreRefused(
-        f"backup {ctx.record.id}: inserting into {tplan.name} failed "
+        f"{ctx.label}: inserting into {tplan.name} failed "
         f"({str(getattr(exc, 'orig', exc)).strip()}); nothing was written"
     )

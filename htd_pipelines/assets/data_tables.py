@@ -12,7 +12,7 @@ from dagster import (
 
 from htd_pipelines import settings
 from htd_pipelines.assets.run_tags import add_missing_run_tags
-from htd_pipelines.backup import backup_sessions
+from htd_pipelines.delete import backup_sessions
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
 
 data_tables = DynamicPartitionsDefinition(name="data_tables")

@@ -93,6 +93,8 @@ def differences(
             continue
         same = pc.fill_null(pc.equal(a, b), False)
         both_null = pc.and_(pc.is_null(a), pc.is_null(b))
+        if pa.types.is_floating(a.type):  # NaN is a value like any other: NaN equals NaN
+            both_null = pc.or_(both_null, pc.fill_null(pc.and_(pc.is_nan(a), pc.is_nan(b)), False))
         bad = pc.indices_nonzero(pc.invert(pc.or_(same, both_null)))
         for i in bad.to_pylist():
             out.append(

@@ -15,7 +15,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from htd_pipelines import backup
+from htd_pipelines import backup, delete
 from htd_pipelines.assets.catalog import backup_materialization
 from htd_pipelines.assets.run_tags import add_missing_run_tags
 from htd_pipelines.backup import BackupPlan, RecordedBackup, TableExtract
@@ -151,7 +151,7 @@ def delete_source(
     if plan.keep_source:
         context.log.info("keep_source is set: source rows are kept")
     else:
-        counts = backup.delete_source(
+        counts = delete.delete_source(
             database.engine(), relations.load(), snapshots.store(), plan, recorded
         )
         context.log.info(f"deleted {sum(counts.values())} rows: {counts}")

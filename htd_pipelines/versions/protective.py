@@ -22,12 +22,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from htd_pipelines.backup import (
     BackupError,
-    backup_sessions,
     coerce_ids,
     existing_ids,
     file_reference,
     pk_digest,
 )
+from htd_pipelines.delete import backup_sessions
 from htd_pipelines.dialects.arrow_rows import differences, sort_by_key
 from htd_pipelines.registry.resolved import ResolvedType, TablePlan, resolve_type
 from htd_pipelines.registry.spec import Registry

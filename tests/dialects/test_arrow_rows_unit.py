@@ -199,12 +199,6 @@ def test_differences_across_chunk_boundaries() -> None:
     assert differences(expected, actual, ["id"]) == [({"id": 3}, "v", 3, 4)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="differences() reports NaN vs NaN in a float column as a difference (pc.equal is "
-    "false for NaN), unlike versions.diff which treats NaN as equal to NaN: a PostgreSQL "
-    "double precision NaN would make restore verification report a cell it cannot fix",
-)
 def test_nan_versus_nan_is_not_a_difference() -> None:
     expected = pa.table({"id": [1, 2], "f": [float("nan"), 1.0]})
     actual = pa.table({"id": [1, 2], "f": [float("nan"), 1.0]})

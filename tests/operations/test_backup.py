@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from dagster import AssetKey, DagsterInstance
 
-from htd_pipelines import backup
+from htd_pipelines import backup, delete
 from htd_pipelines.api import list_backups, load_backup
 from htd_pipelines.cli.launch import failure_message
 from htd_pipelines.demo.schema import SESSION_TABLES
@@ -190,7 +190,7 @@ def test_row_added_meanwhile_aborts_the_delete(env) -> None:
             {"s": target, "t": "2024-01-01 00:00:00"},
         )
     with pytest.raises(backup.BackupError, match="table session_comment: the rows to delete"):
-        backup.delete_source(env.engine, registry, store, plan, recorded)
+        delete.delete_source(env.engine, registry, store, plan, recorded)
     after = database_state(env)
     assert after["session_comment"].keys() - before["session_comment"].keys()
     for t in ALL_TABLES:  # nothing else was deleted: the transaction rolled back
@@ -218,7 +218,7 @@ def test_tampered_snapshot_refuses_the_delete(env) -> None:
     open(path, "wb").write(bytes(data))
     before = owned_counts(env, target)
     with pytest.raises(Exception, match="session_task does not match its manifest"):
-        backup.delete_source(env.engine, registry, store, plan, recorded)
+        delete.delete_source(env.engine, registry, store, plan, recorded)
     assert owned_counts(env, target) == before
 
 

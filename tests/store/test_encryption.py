@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from dagster import DagsterInstance, serialize_value
 
-from htd_pipelines import backup, restore
+from htd_pipelines import backup, delete, restore
 from htd_pipelines.api import list_backups, load_backup
 from htd_pipelines.cli.launch import failure_message
 from htd_pipelines.cli.main import main
@@ -385,7 +385,7 @@ def test_bad_key_or_damaged_ciphertext_is_refused_before_writing(env, monkeypatc
 
     # a delete after a backup whose files do not check is refused: nothing deleted
     with pytest.raises(SnapshotError, match="key id 'k1'"):
-        backup.delete_source(env.engine, registry, env.store(), plan, recorded)
+        delete.delete_source(env.engine, registry, env.store(), plan, recorded)
     assert state(env) == before
 
 
