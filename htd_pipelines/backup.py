@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from htd_pipelines.dialects.read import prefetch, stream_batches
 from htd_pipelines.markers import claim_markers
 from htd_pipelines.registry.arrow_types import value_bytes
+from htd_pipelines.registry.relation_ids import RelationIdError, check_text, parse_int_id
 from htd_pipelines.registry.resolved import REL_COLUMN, ResolvedType, TablePlan, resolve_cached
 from htd_pipelines.registry.spec import Registry
 from htd_pipelines.store import catalog
@@ -83,6 +84,7 @@ def coerce_ids(plan: ResolvedType, relation_ids: list) -> list:
     """Relation ids as values of the root key's type; a malformed id is a clear error."""
     root = plan.root
     column = root.table.c[root.rule.key]
+    where = f"{root.name}.{root.rule.key}"
     try:
         python_type = column.type.python_type
     except NotImplementedError:
@@ -90,12 +92,13 @@ def coerce_ids(plan: ResolvedType, relation_ids: list) -> list:
     out = []
     for rid in relation_ids:
         try:
-            out.append(python_type(rid) if python_type in (int, str) else rid)
-        except (TypeError, ValueError):
-            raise BackupError(
-                f"relation id {rid!r} is not a valid value of {root.name}.{root.rule.key} "
-                f"({python_type.__name__})"
-            ) from None
+            check_text(str(rid), where)
+            if python_type is int:  # only the canonical decimal text: never another session
+                out.append(parse_int_id(rid, where))
+            else:
+                out.append(str(rid) if python_type is str else rid)
+        except RelationIdError as exc:
+            raise BackupError(str(exc)) from None
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import AssetKey, AssetMaterialization, AssetSpec, MetadataValue
 
 from htd_pipelines.backup import RecordedBackup
+from htd_pipelines.registry.relation_ids import tag_value
 from htd_pipelines.restore import RestoreResult
 
 BACKUP_CATALOG = AssetKey("backup_catalog")
@@ -43,7 +44,9 @@ def backup_materialization(
             "location": MetadataValue.path(f"{run_uri.rstrip('/')}/{recorded.location}"),
             "is_reback": 0,
         },
-        tags={"htd/type": type_name, "htd/relation_id": recorded.relation_id},
+        # asset event tags are checked strictly (63 characters of [A-Za-z0-9_.-]): the id is
+        # rendered, or a session like bob@example.com would fail its run after the commit
+        tags={"htd/type": type_name, "htd/relation_id": tag_value(recorded.relation_id)},
     )
 
 
@@ -65,5 +68,5 @@ def restore_materialization(
                 + "\n".join(f"| {t} | {n} |" for t, n in result.rows.items())
             ),
         },
-        tags={"htd/relation_id": result.relation_id},
+        tags={"htd/relation_id": tag_value(result.relation_id)},
     )

@@ -13,6 +13,7 @@ from dagster import (
 from htd_pipelines import settings
 from htd_pipelines.assets.run_tags import add_missing_run_tags
 from htd_pipelines.delete import backup_sessions
+from htd_pipelines.registry.relation_ids import tag_value
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
 
 data_tables = DynamicPartitionsDefinition(name="data_tables")
@@ -34,7 +35,8 @@ def data_table_backup(
 ) -> MaterializeResult:
     # runs of data_table_backup_job, or of the asset graph's own job: filterable like sessions
     add_missing_run_tags(
-        context, {"htd/type": settings.dataset_type(), "htd/relation_id": context.partition_key}
+        context,
+        {"htd/type": settings.dataset_type(), "htd/relation_id": tag_value(context.partition_key)},
     )
     [recorded] = backup_sessions(
         database.engine(),

@@ -119,8 +119,9 @@ def cmd_versions_backup(args: argparse.Namespace) -> int:
 def cmd_versions_restore(args: argparse.Namespace) -> int:
     from htd_pipelines.cli.launch import run_cli_job
     from htd_pipelines.jobs.incremental import RESTORE_VERSION_OP, restore_version_run_config
+    from htd_pipelines.registry.relation_ids import tag_value
 
-    tags = {"htd/type": args.type, "htd/relation_id": str(args.relation_id)}
+    tags = {"htd/type": args.type, "htd/relation_id": tag_value(args.relation_id)}
     if args.uid:
         tags["htd/uid"] = args.uid
     result = run_cli_job(

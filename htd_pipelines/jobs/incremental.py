@@ -9,6 +9,7 @@ from htd_pipelines.assets.catalog import backup_materialization
 from htd_pipelines.assets.run_tags import add_missing_run_tags
 from htd_pipelines.backup import BackupError, RecordedBackup
 from htd_pipelines.jobs.run_config import backup_tags
+from htd_pipelines.registry.relation_ids import tag_value
 from htd_pipelines.registry.spec import RegistryError
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
 from htd_pipelines.restore import RestoreRefused
@@ -186,7 +187,11 @@ def restore_version_op(
 ) -> dict:
     add_missing_run_tags(
         context,
-        {"htd/type": config.type, "htd/relation_id": config.relation_id, "htd/uid": config.uid},
+        {
+            "htd/type": config.type,
+            "htd/relation_id": tag_value(config.relation_id),
+            "htd/uid": config.uid,
+        },
     )
     try:
         result = restore_version(

@@ -13,6 +13,7 @@ from htd_pipelines.assets.catalog import restore_materialization
 from htd_pipelines.assets.run_tags import add_missing_run_tags
 from htd_pipelines.dialects.engine import get_engine
 from htd_pipelines.jobs.run_config import SESSION_TAG, session_tag
+from htd_pipelines.registry.relation_ids import tag_value
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
 from htd_pipelines.store import catalog
 
@@ -74,7 +75,7 @@ def restore_tags(engine: sa.Engine, backup_id: int, uid: str | None) -> dict[str
         return tags
     return {
         "htd/type": record.type,
-        "htd/relation_id": str(record.relation_id),
+        "htd/relation_id": tag_value(record.relation_id),
         SESSION_TAG: session_tag(record.type, record.relation_id),
         **tags,
     }

@@ -1,7 +1,10 @@
 """Run config and tags of the jobs, built the same way by the CLI, the sensors and the
-schedules (pure functions: no instance, no definitions)."""
+schedules (pure functions: no instance, no definitions). A relation id goes into the run config
+as it is and into a tag as `registry.relation_ids.tag_value` renders it."""
 
 from __future__ import annotations
+
+from htd_pipelines.registry.relation_ids import TAG_LIMIT, tag_value
 
 
 def backup_run_config(
@@ -25,13 +28,21 @@ SESSION_TAG = "htd/session"  # type:relation_id, for one-run-per-session concurr
 
 
 def session_tag(type_name: str, relation_id: object) -> str:
-    return f"{type_name}:{relation_id}"
+    """`type:relation_id`, the id as a tag value (see `relation_ids_tag`), 63 characters at
+    most in all."""
+    return f"{type_name}:{tag_value(relation_id, max(TAG_LIMIT - len(type_name) - 1, 24))}"
+
+
+def relation_ids_tag(relation_ids: list) -> str:
+    """htd/relation_ids: the ids as tag values (an id outside [A-Za-z0-9_.-] or longer than
+    63 characters as a readable form plus a hash), joined by ','."""
+    return ",".join(tag_value(r) for r in relation_ids)
 
 
 def backup_tags(type_name: str, relation_ids: list, uid: str | None) -> dict[str, str]:
-    tags = {"htd/type": type_name, "htd/relation_ids": ",".join(str(r) for r in relation_ids)}
+    tags = {"htd/type": type_name, "htd/relation_ids": relation_ids_tag(relation_ids)}
     if len(relation_ids) == 1:
-        tags["htd/relation_id"] = str(relation_ids[0])
+        tags["htd/relation_id"] = tag_value(relation_ids[0])
         tags[SESSION_TAG] = session_tag(type_name, relation_ids[0])
     if uid:
         tags["htd/uid"] = uid

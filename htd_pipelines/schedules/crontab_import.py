@@ -23,6 +23,8 @@ import sqlalchemy as sa
 import yaml
 
 from htd_pipelines import settings
+from htd_pipelines.jobs.run_config import relation_ids_tag
+from htd_pipelines.registry.relation_ids import tag_value
 from htd_pipelines.schedules.declared import (
     PACKAGED_SCHEDULES_FILE,
     RESERVED_NAMES,
@@ -138,9 +140,9 @@ def _backup(keep_source: bool) -> Callable[[dict, Collection[str]], tuple[dict, 
         config = {"type": type_name, "relation_ids": relation_ids, "keep_source": keep}
         if params.get("uid") is not None:
             config["uid"] = str(params["uid"])
-        tags = {"htd/type": type_name, "htd/relation_ids": ",".join(relation_ids)}
+        tags = {"htd/type": type_name, "htd/relation_ids": relation_ids_tag(relation_ids)}
         if len(relation_ids) == 1:
-            tags["htd/relation_id"] = relation_ids[0]
+            tags["htd/relation_id"] = tag_value(relation_ids[0])
         note = "backs up and keeps the source rows" if keep else "backs up, then deletes"
         return {"ops": {"plan_backup": {"config": config}}}, tags, note
 

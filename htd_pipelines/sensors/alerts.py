@@ -96,9 +96,10 @@ def alert_for_failed_run(run: Any, error: str) -> Alert:
     check = _op_config(run.run_config, "check_backup")
     clean = _op_config(run.run_config, "clean_test_sessions")
     type_name = tags.get("htd/type") or plan.get("type") or clean.get("type")
-    relation_id = tags.get("htd/relation_ids") or tags.get("htd/relation_id")
-    if not relation_id and plan.get("relation_ids"):
-        relation_id = ",".join(str(r) for r in plan["relation_ids"])
+    # the run config holds the ids as they are; tags hold them as tag values
+    relation_id = ",".join(str(r) for r in plan.get("relation_ids") or []) or (
+        tags.get("htd/relation_ids") or tags.get("htd/relation_id")
+    )
     backup_id = tags.get("htd/backup_id") or (
         str(check["backup_id"]) if check.get("backup_id") is not None else None
     )

@@ -20,6 +20,7 @@ from htd_pipelines import settings
 from htd_pipelines.dialects.engine import comparable_timestamp, get_engine
 from htd_pipelines.jobs.run_config import backup_run_config, backup_tags
 from htd_pipelines.markers import Marker, abandon, claims_for, new_markers, stale_markers
+from htd_pipelines.registry.relation_ids import tag_value
 from htd_pipelines.registry.resolved import ResolvedType, resolve_type
 from htd_pipelines.resources import AppDatabase, RelationRegistry
 from htd_pipelines.schedules.guards import IN_FLIGHT
@@ -41,7 +42,8 @@ def _encode(m: Marker) -> list:
 
 
 def _in_flight(context: SensorEvaluationContext, type_name: str) -> set[str]:
-    """Sessions that a queued or running backup_job already holds."""
+    """Sessions that a queued or running backup_job already holds, as their tag values
+    (`tag_value` of the relation id: compare `tag_value(m.relation_id)`)."""
     held: set[str] = set()
     for record in context.instance.get_run_records(
         RunsFilter(job_name="backup_job", statuses=IN_FLIGHT, tags={"htd/type": type_name})
@@ -86,7 +88,7 @@ def _retries(
     claims = claims_for(engine, type_name, candidates)
     runs = []
     for m in candidates:
-        if m.relation_id in held:
+        if tag_value(m.relation_id) in held:
             continue
         claim = claims.get((m.relation_id, m.token))
         attempts = claim["attempts"] if claim else 0
@@ -101,7 +103,8 @@ def _retries(
                 continue
             if claim["claimed_at"].replace(tzinfo=dt.UTC) > cutoff:
                 continue
-        key = f"marker-retry:{type_name}:{m.relation_id}:{m.token}:{attempts}"
+        # run keys hold ids as tag values: ':' or ',' in an id cannot make two keys one
+        key = f"marker-retry:{type_name}:{tag_value(m.relation_id)}:{m.token}:{attempts}"
         runs.append(_request(type_name, [m], key))
     return runs
 
@@ -136,7 +139,8 @@ def deletion_marker_sensor(
         for start in range(0, len(fresh), batch):
             chunk = fresh[start : start + batch]
             key = (
-                f"markers:{btype.name}:{chunk[0].token}:{chunk[0].key}:{chunk[-1].key}:{len(chunk)}"
+                f"markers:{btype.name}:{chunk[0].token}:{tag_value(chunk[0].key)}:"
+                f"{tag_value(chunk[-1].key)}:{len(chunk)}"
             )
             runs.append(_request(btype.name, chunk, key))
         if fresh:

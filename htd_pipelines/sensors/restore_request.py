@@ -13,6 +13,7 @@ from dagster import (
 )
 
 from htd_pipelines.jobs.run_config import SESSION_TAG, session_tag
+from htd_pipelines.registry.relation_ids import tag_value
 from htd_pipelines.resources import AppDatabase
 from htd_pipelines.store import catalog
 
@@ -61,7 +62,7 @@ def restore_request_sensor(
                 },
                 tags={
                     "htd/type": r.type,
-                    "htd/relation_id": r.relation_id,
+                    "htd/relation_id": tag_value(r.relation_id),
                     "htd/backup_id": str(r.id),
                     SESSION_TAG: session_tag(r.type, r.relation_id),
                     **({"htd/uid": r.restore_requested_by} if r.restore_requested_by else {}),

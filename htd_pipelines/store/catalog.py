@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine
 
+from htd_pipelines.registry.relation_ids import MAX_LENGTH as RELATION_ID_MAX
 from htd_pipelines.store.manifest import Manifest
 
 metadata = sa.MetaData()
@@ -25,7 +26,7 @@ back_up = sa.Table(
     metadata,
     sa.Column("id", _ID, primary_key=True, autoincrement=True),
     sa.Column("type", sa.String(64), nullable=False),
-    sa.Column("relation_id", sa.String(191), nullable=False),
+    sa.Column("relation_id", sa.String(RELATION_ID_MAX), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("uid", sa.String(64)),
     sa.Column("manifest", _LONG_TEXT, nullable=False),
@@ -81,7 +82,33 @@ def ensure_catalog(engine: Engine) -> None:
         return
     with _LOCK:
         metadata.create_all(engine, checkfirst=True)
+        _widen_relation_ids(engine)
         _READY.add(key)
+
+
+def _widen_relation_ids(engine: Engine) -> None:
+    """Catalogs created before relation ids of up to RELATION_ID_MAX characters had
+    VARCHAR(191) relation_id columns: widen them (PostgreSQL: a catalog change only; MariaDB:
+    in place). SQLite does not enforce a VARCHAR length."""
+    if engine.dialect.name not in ("postgresql", "mysql", "mariadb"):
+        return
+    inspector = sa.inspect(engine)
+    for table in (back_up, marker_claim):
+        column = next(c for c in inspector.get_columns(table.name) if c["name"] == "relation_id")
+        length = getattr(column["type"], "length", None)
+        if length is None or length >= RELATION_ID_MAX:
+            continue
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {table.name} ALTER COLUMN relation_id "
+                    f"TYPE VARCHAR({RELATION_ID_MAX})"
+                )
+            else:
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {table.name} MODIFY relation_id "
+                    f"VARCHAR({RELATION_ID_MAX}) NOT NULL"
+                )
 
 
 def forget_catalog_cache() -> None:
@@ -296,7 +323,7 @@ marker_claim = sa.Table(
     "htd_marker_claim",
     metadata,
     sa.Column("type", sa.String(64), primary_key=True),
-    sa.Column("relation_id", sa.String(191), primary_key=True),
+    sa.Column("relation_id", sa.String(RELATION_ID_MAX), primary_key=True),
     sa.Column("marked_at", sa.String(64), primary_key=True),
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),

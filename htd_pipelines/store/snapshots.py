@@ -1,6 +1,9 @@
 """The snapshot store: versioned Parquet files per session under HTD_SNAPSHOT_URI.
 
-Layout: ``<root>/<type>/<relation_id>/v<version:06d>/<table>.parquet`` plus ``manifest.json``.
+Layout: ``<root>/<type>/<relation_id>/v<version:06d>/<table>.parquet`` plus ``manifest.json``,
+the relation id's folder named by `registry.relation_ids.path_segment` (a plain id as it is,
+any other id encoded: collision-free, never '.' or '..', never too long); the id itself is in
+the manifest, and readers take the folder from the manifest's (and catalog's) location.
 Paths go through pyarrow's filesystem layer, so a local folder and object storage
 (``s3://bucket/prefix``) share one code path.
 
@@ -24,6 +27,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from htd_pipelines import settings
+from htd_pipelines.registry.relation_ids import path_segment
 from htd_pipelines.store import crypto
 from htd_pipelines.store.crypto import CHUNK_SIZE, DecryptError, EncryptingWriter, Keyring, Sink
 
@@ -67,7 +71,8 @@ def _check_level(level: int) -> int:
 
 
 def safe_part(value: object) -> str:
-    """A relation id or table name as one path segment (anything unusual is %-escaped)."""
+    """A type name as one path segment (anything unusual is %-escaped; relation ids go
+    through `path_segment`)."""
     return SAFE_PART.sub(lambda m: f"%{ord(m.group()):02X}", str(value))
 
 
@@ -203,7 +208,7 @@ class SnapshotStore:
 
     @staticmethod
     def backup_dir(type_name: str, relation_id: object, version: int) -> str:
-        return f"{safe_part(type_name)}/{safe_part(relation_id)}/v{version:06d}"
+        return f"{safe_part(type_name)}/{path_segment(relation_id)}/v{version:06d}"
 
     def exists(self, path: str) -> bool:
         return self.fs.get_file_info(self.full(path)).type != pafs.FileType.NotFound
