@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from htd_pipelines import settings
 from htd_pipelines.cli.launch import run_cli_job
 from htd_pipelines.cli.output import print_json, table
 from htd_pipelines.dialects.engine import get_engine
 from htd_pipelines.registry.resolved import resolve_type
-from htd_pipelines.registry.spec import load_registry
+from htd_pipelines.registry.spec import RegistryError, load_registry
 from htd_pipelines.store.snapshots import SnapshotStore
 
 
@@ -202,8 +203,14 @@ def cmd_relations_check(args: argparse.Namespace) -> int:
     registry = load_registry(settings.relations_file())
     engine = get_engine(settings.database_url())
     print(f"registry {registry.path} against {engine.url.render_as_string(hide_password=True)}")
+    failed = 0
     for name, btype in registry.types.items():
-        resolved = resolve_type(engine, btype, registry.path)
+        try:
+            resolved = resolve_type(engine, btype, registry.path)
+        except RegistryError as exc:  # one line per type at fault; the other types still checked
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
         print(f"\ntype {name} (registry sha256 {btype.digest()[:16]}): insert order, parents first")
         rows = [
             {
@@ -216,5 +223,7 @@ def cmd_relations_check(args: argparse.Namespace) -> int:
         ]
         print(table(rows, ["table", "key", "parent", "parent_key", "primary_key", "files", "op"]))
         print("delete order: " + " -> ".join(t.name for t in reversed(resolved.tables)))
+    if failed:
+        return 1
     print("\nok")
     return 0

@@ -131,13 +131,82 @@ def _check_column(table: sa.Table, column: str, where: str, role: str) -> None:
         raise RegistryError(f"{where}: table {table.fullname!r} has no column {column!r} ({role})")
 
 
-def _order(btype: BackupType, plans: dict[str, TablePlan], where: str) -> list[TablePlan]:
-    """Parents before children: declared parents plus the database's foreign keys."""
+def _unique_alone(plan: TablePlan, column: str) -> bool:
+    """Does `column` alone identify a row of the table: its whole primary key (as reflected or
+    declared), or a unique constraint or a unique, non-partial index on it alone?"""
+    if tuple(plan.primary_key) == (column,):
+        return True
+    table = plan.table
+    for constraint in table.constraints:
+        if isinstance(constraint, sa.UniqueConstraint) and [c.name for c in constraint.columns] == [
+            column
+        ]:
+            return True
+    for index in table.indexes:
+        partial = any(
+            k.endswith("_where") and v is not None for k, v in index.dialect_kwargs.items()
+        )
+        if (
+            index.unique
+            and not partial
+            and len(index.expressions) == 1
+            and [c.name for c in index.columns] == [column]
+        ):
+            return True
+    return False
+
+
+_PARTITION_FKS = """
+WITH RECURSIVE tree(root, rel) AS (
+    SELECT c.oid, c.oid FROM pg_class c WHERE c.relkind = 'p' AND NOT c.relispartition
+    UNION ALL
+    SELECT tree.root, i.inhrelid FROM tree JOIN pg_inherits i ON i.inhparent = tree.rel
+)
+SELECT sn.nspname, s.relname, tn.nspname, t.relname
+FROM pg_constraint k
+LEFT JOIN tree st ON st.rel = k.conrelid
+LEFT JOIN tree tt ON tt.rel = k.confrelid
+JOIN pg_class s ON s.oid = COALESCE(st.root, k.conrelid)
+JOIN pg_namespace sn ON sn.oid = s.relnamespace
+JOIN pg_class t ON t.oid = COALESCE(tt.root, k.confrelid)
+JOIN pg_namespace tn ON tn.oid = t.relnamespace
+WHERE k.contype = 'f' AND (k.conrelid <> s.oid OR k.confrelid <> t.oid)
+"""
+
+
+def _partition_fks(engine: Engine, plans: dict[str, TablePlan]) -> dict[str, set[str]]:
+    """PostgreSQL declarative partitioning: foreign keys declared on partitions (not on the
+    partitioned table, so not reflected with it), or pointing at a partition, as edges between
+    the partitioned tables of the registry (pg_inherits, walked from each partitioned root):
+    table -> tables that must precede it."""
+    if engine.dialect.name != "postgresql":
+        return {}
+    with engine.connect() as conn:
+        default = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
+        rows = conn.exec_driver_sql(_PARTITION_FKS).all()
+    by_name = {(p.table.schema or default, p.table.name): n for n, p in plans.items()}
+    edges: dict[str, set[str]] = {}
+    for src_schema, src, dst_schema, dst in rows:
+        child, parent = by_name.get((src_schema, src)), by_name.get((dst_schema, dst))
+        if child is not None and parent is not None and child != parent:
+            edges.setdefault(child, set()).add(parent)
+    return edges
+
+
+def _order(
+    btype: BackupType,
+    plans: dict[str, TablePlan],
+    where: str,
+    extra: dict[str, set[str]] | None = None,
+) -> list[TablePlan]:
+    """Parents before children: declared parents plus the database's foreign keys (`extra`:
+    more edges, such as the foreign keys of partitions)."""
     names = [r.table for r in btype.all_tables]
     by_fullname = {plans[n].table.fullname: n for n in names}
     after: dict[str, set[str]] = {n: set() for n in names}  # table -> tables that must precede
     for n in names:
         plan = plans[n]
+        after[n] |= (extra or {}).get(n, set())
         if plan.parent is not None:
             after[n].add(plan.parent.name)
         for fk in plan.table.foreign_keys:
@@ -156,6 +225,32 @@ def _order(btype: BackupType, plans: dict[str, TablePlan], where: str) -> list[T
         ordered.append(ready[0])
         remaining.remove(ready[0])
     return [plans[n] for n in ordered]
+
+
+def _parent_key(btype: BackupType, rule: TableRule, parent_plan: TablePlan, where: str) -> str:
+    """The column of the parent that the table's key holds, checked."""
+    if rule.parent_key:
+        parent_key = rule.parent_key
+    elif parent_plan.parent is None:
+        parent_key = btype.root.key
+    elif len(parent_plan.primary_key) == 1:
+        parent_key = parent_plan.primary_key[0]
+    else:
+        raise RegistryError(
+            f"{where}: table {rule.table!r}: parent {parent_plan.name!r} has a composite "
+            "primary key; declare parent_key: <column>"
+        )
+    _check_column(parent_plan.table, parent_key, where, f"parent_key of {rule.table}")
+    # below the root, a table's rows are selected by joining its parent on parent_key: a
+    # column that does not identify one parent row repeats them
+    if parent_plan.parent is not None and not _unique_alone(parent_plan, parent_key):
+        raise RegistryError(
+            f"{where}: table {rule.table!r}: parent_key {parent_key!r} is not unique in parent "
+            f"{parent_plan.name!r} (not its whole primary key, no unique constraint or index on "
+            "it alone): the select would repeat rows; key the table to a unique column of the "
+            "parent"
+        )
+    return parent_key
 
 
 def resolve_type(engine: Engine, btype: BackupType, source: str = "registry") -> ResolvedType:
@@ -182,23 +277,10 @@ def resolve_type(engine: Engine, btype: BackupType, source: str = "registry") ->
                     "declare one with primary_key: [column, ...]"
                 )
         parent_plan = None if rule is btype.root else plans[rule.parent or btype.root.table]
-        parent_key = None
-        if parent_plan is not None:
-            if rule.parent_key:
-                parent_key = rule.parent_key
-            elif parent_plan.parent is None:
-                parent_key = btype.root.key
-            elif len(parent_plan.primary_key) == 1:
-                parent_key = parent_plan.primary_key[0]
-            else:
-                raise RegistryError(
-                    f"{where}: table {rule.table!r}: parent {parent_plan.name!r} has a composite "
-                    "primary key; declare parent_key: <column>"
-                )
-            _check_column(parent_plan.table, parent_key, where, f"parent_key of {rule.table}")
+        parent_key = None if parent_plan is None else _parent_key(btype, rule, parent_plan, where)
         specs = tuple(column_spec(c, engine.dialect) for c in table.columns)
         plans[rule.table] = TablePlan(rule, table, specs, pk, parent_plan, parent_key)
-    return ResolvedType(btype, tuple(_order(btype, plans, where)))
+    return ResolvedType(btype, tuple(_order(btype, plans, where, _partition_fks(engine, plans))))
 
 
 _CACHE: dict[tuple, ResolvedType] = {}
