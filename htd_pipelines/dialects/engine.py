@@ -10,6 +10,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from htd_pipelines import settings
 from htd_pipelines.dialects import sqlite
+from htd_pipelines.registry.arrow_types import MYSQL_SPATIAL
 from htd_pipelines.registry.resolved import TablePlan
 
 _ENGINES: dict[str, Engine] = {}
@@ -44,6 +45,10 @@ def create_engine(url: str | URL) -> Engine:
     engine = sa.create_engine(u, **kwargs)
     if backend == "sqlite":
         sqlite.configure(engine)
+    elif backend in ("mysql", "mariadb"):
+        # spatial columns reflect as arrow_types.Geometry (carried as the server's bytes),
+        # not as NullType; this engine's dialect only
+        engine.dialect.ischema_names = {**engine.dialect.ischema_names, **MYSQL_SPATIAL}
     return engine
 
 

@@ -24,6 +24,7 @@ import tempfile
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from sqlalchemy.dialects.mysql import BIT
 from sqlalchemy.engine import Connection
 
 from htd_pipelines.registry.arrow_types import value_bytes
@@ -76,6 +77,7 @@ def _text(col: pa.Array) -> pa.Array:
         col = pc.replace_substring(col, "\\", "\\\\")
         col = pc.replace_substring(col, "\t", "\\t")
         col = pc.replace_substring(col, "\n", "\\n")
+        col = pc.replace_substring(col, "\x00", "\\0")
         return col.cast(pa.string())
     if pa.types.is_boolean(t):
         return col.cast(pa.int8()).cast(pa.string())
@@ -83,6 +85,8 @@ def _text(col: pa.Array) -> pa.Array:
         if t.tz is not None:
             col = col.cast(pa.timestamp(t.unit))  # the UTC wall clock
         return col.cast(pa.string())
+    if t == pa.float32():  # the double it is exactly: the server reads a double, then rounds
+        col = col.cast(pa.float64())  # (float32's shortest text 3.4028235e+38 would overflow)
     return col.cast(pa.string())  # integers, floats (shortest exact form), decimals, dates
 
 
@@ -100,8 +104,11 @@ def load_data(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
     for i, field in enumerate(table.schema):
         name = prep.quote(field.name)
         if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
-            targets.append(f"@h{i}")
+            targets.append(f"@h{i}")  # geometry too: the server's own bytes (SRID + WKB)
             sets.append(f"{name} = UNHEX(@h{i})")
+        elif isinstance(tplan.table.c[field.name].type, BIT):  # a number, not its text's bits
+            targets.append(f"@b{i}")
+            sets.append(f"{name} = CAST(@b{i} AS UNSIGNED)")
         else:
             targets.append(name)
     sql = (

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from htd_pipelines.dialects.arrow_rows import conform, output_schema, rel_arrow_type, sort_by_key
 from htd_pipelines.dialects.engine import quoted
-from htd_pipelines.registry.arrow_types import value_bytes
+from htd_pipelines.registry.arrow_types import ValueRefused, value_bytes
 from htd_pipelines.registry.resolved import TablePlan
 
 if TYPE_CHECKING:  # imported where used: pgpq and psycopg load only for PostgreSQL
@@ -63,6 +63,7 @@ _BINARY_ARROW: dict[str, object] = {
     "int2": pa.int16(),
     "int4": pa.int32(),
     "int8": pa.int64(),
+    "float4": pa.float32(),
     "float8": pa.float64(),
     "bool": pa.bool_(),
     "text": pa.string(),
@@ -319,6 +320,7 @@ def advance_sequences(conn: Connection, tplan: TablePlan) -> None:
 
 
 READ_BLOCK_BYTES = 8 << 20
+_BOM = "\ufeff".encode()
 
 
 def _unhex(col: pa.ChunkedArray) -> pa.Array:
@@ -346,7 +348,9 @@ def copy_out(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
     stmt = stmt.params(ids=ids)
     sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
     binary = {f.name for f in schema if pa.types.is_binary(f.type)}
-    read_types = {f.name: (pa.string() if f.name in binary else f.type) for f in schema}
+    # Arrow's CSV reader converts no text to decimal256: read as text, cast after
+    as_text = binary | {f.name for f in schema if pa.types.is_decimal256(f.type)}
+    read_types = {f.name: (pa.string() if f.name in as_text else f.type) for f in schema}
     read_options = pacsv.ReadOptions(column_names=schema.names, block_size=16 << 20)
     parse_options = pacsv.ParseOptions(newlines_in_values=True)
     convert_options = pacsv.ConvertOptions(
@@ -359,6 +363,8 @@ def copy_out(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
     )
 
     def parse(block: bytes) -> pa.Table:
+        if block.startswith(_BOM):  # Arrow drops a BOM opening its input: start on an empty
+            block = b"\n" + block  # line (skipped) so that a value's own BOM stays
         return pacsv.read_csv(
             pa.BufferReader(block),
             read_options=read_options,
@@ -391,6 +397,36 @@ def copy_out(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
             col = pa.chunked_array([_unhex(col)])
         arrays.append(col.cast(field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def unrepresentable(engine: Engine, plan: TablePlan, ids: list) -> ValueRefused | None:
+    """The first value of the sessions' rows that no snapshot type holds exactly, with its key
+    and the server's text of it (None: none found). Dates and timestamps that are infinite,
+    BC or after 9999, time 24:00:00 and NaN in a NUMERIC(p, s): Python (the portable paths)
+    cannot hold them, so they are refused on every path."""
+    sub = plan.select_rows().subquery()
+    checks = []
+    for spec in plan.columns:
+        c = sub.c[spec.name]
+        t = spec.arrow
+        if pa.types.is_date32(t) or pa.types.is_timestamp(t):
+            low = sa.literal_column("DATE '0001-01-01'")
+            high = sa.literal_column("DATE '10000-01-01'")
+            checks.append((spec.name, sa.or_(sa.not_(sa.func.isfinite(c)), c < low, c >= high)))
+        elif pa.types.is_time64(t):
+            checks.append((spec.name, c >= sa.literal_column("TIME '24:00:00'")))
+        elif pa.types.is_decimal(t):
+            checks.append((spec.name, c == sa.literal_column("NUMERIC 'NaN'")))
+    text = [sa.type_coerce(sub.c[k], sa.String()) for k in plan.primary_key]
+    with engine.connect() as conn:
+        for name, cond in checks:
+            stmt = sa.select(*text, sa.cast(sub.c[name], sa.Text)).where(cond).limit(1)
+            row = conn.execute(stmt, {"ids": ids}).first()
+            if row is not None:
+                key = dict(zip(plan.primary_key, row[:-1], strict=True))
+                why = "infinity, BC, a year after 9999, 24:00:00 or NaN: no exact snapshot value"
+                return ValueRefused(name, row[-1], why, key)
+    return None
 
 
 def _adbc_uri(engine: Engine) -> str:
@@ -432,7 +468,7 @@ def adbc_connection(engine: Engine) -> Iterator:
 
 
 def read_batches(
-    engine: Engine, stmt: sa.Select, ids: list, schema: pa.Schema
+    engine: Engine, stmt: sa.Select, ids: list, schema: pa.Schema, key: tuple[str, ...] = ()
 ) -> Iterator[pa.RecordBatch]:
     import adbc_driver_manager
 
@@ -449,6 +485,6 @@ def read_batches(
             stream, _ = statement.execute_query()
             reader = pa.RecordBatchReader._import_from_c(stream.address)
             for batch in reader:
-                yield conform(batch, schema)
+                yield conform(batch, schema, key)
         finally:
             statement.close()

@@ -21,6 +21,7 @@ from htd_pipelines.dialects.arrow_rows import output_schema, rel_arrow_type
 from htd_pipelines.dialects.engine import quoted
 from htd_pipelines.dialects.postgresql import SentRows
 from htd_pipelines.dialects.read import stream_batches
+from htd_pipelines.registry.arrow_types import TAGGED, untag
 from htd_pipelines.registry.resolved import REL_COLUMN, TablePlan
 
 INSERT_BATCH_ROWS = 5_000
@@ -30,9 +31,14 @@ def use_copy(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql" and settings.fast_path_enabled()
 
 
-def _python_rows(table: pa.Table) -> Iterator[list[dict]]:
+def _python_rows(table: pa.Table, tagged: frozenset[str] = frozenset()) -> Iterator[list[dict]]:
+    """Rows as the driver binds them; `tagged` columns (SQLite) as the value of their tag."""
     for batch in table.to_batches(max_chunksize=INSERT_BATCH_ROWS):
-        yield batch.to_pylist()
+        rows = batch.to_pylist()
+        for name in tagged:
+            for row in rows:
+                row[name] = untag(row[name])
+        yield rows
 
 
 def _executemany(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
@@ -48,7 +54,8 @@ def _executemany(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
         return
     # A plain table clause: values go to the driver as they are (JSON stays its text).
     target = sa.table(tplan.table.name, *[sa.column(n) for n in names], schema=tplan.table.schema)
-    for rows in _python_rows(table):
+    tagged = frozenset(c.name for c in tplan.columns if c.kind == TAGGED and c.name in names)
+    for rows in _python_rows(table, tagged):
         if rows:
             conn.execute(target.insert(), rows)
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from htd_pipelines.registry.arrow_types import (
     ColumnSpec,
+    TypeRefused,
     column_spec,
     select_expression,
     table_schema,
@@ -278,7 +279,10 @@ def resolve_type(engine: Engine, btype: BackupType, source: str = "registry") ->
                 )
         parent_plan = None if rule is btype.root else plans[rule.parent or btype.root.table]
         parent_key = None if parent_plan is None else _parent_key(btype, rule, parent_plan, where)
-        specs = tuple(column_spec(c, engine.dialect) for c in table.columns)
+        try:
+            specs = tuple(column_spec(c, engine.dialect) for c in table.columns)
+        except TypeRefused as exc:  # before anything is read, written or deleted
+            raise RegistryError(f"{where}: table {rule.table!r}, {exc}") from None
         plans[rule.table] = TablePlan(rule, table, specs, pk, parent_plan, parent_key)
     return ResolvedType(btype, tuple(_order(btype, plans, where, _partition_fks(engine, plans))))
 
