@@ -28,9 +28,9 @@ from htd_pipelines.backup import (
     resolved,
     verify_files,
 )
-from htd_pipelines.dialects.arrow_rows import differences, rows_to_batch, sort_by_key
+from htd_pipelines.dialects.arrow_rows import differences, sort_by_key
+from htd_pipelines.dialects.write import delete_rows
 from htd_pipelines.markers import finish_claims
-from htd_pipelines.registry.arrow_types import select_expression
 from htd_pipelines.registry.resolved import TablePlan
 from htd_pipelines.registry.spec import Registry
 from htd_pipelines.restore import RestoreContext, RestoreRefused, rehearse
@@ -48,11 +48,8 @@ def _key_rows(t: pa.Table, key: list[str]) -> set[tuple]:
 
 def _delete_returning(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
     """Delete the sessions' rows of one table; their values as they were, in snapshot schema."""
-    values = [select_expression(tplan.table.c[c.name], c) for c in tplan.columns]
-    stmt = sa.delete(tplan.table).where(tplan.where_owned()).returning(*values)
     try:
-        rows = conn.execute(stmt, {"ids": ids}).fetchall()
-        batch = rows_to_batch(rows, tplan.arrow_schema())
+        return delete_rows(conn, tplan, ids)
     except (sa.exc.DBAPIError, conn.dialect.dbapi.Error) as exc:
         reason = str(getattr(exc, "orig", exc)).strip()
         raise BackupError(
@@ -64,7 +61,6 @@ def _delete_returning(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table
             f"table {tplan.name}: the rows being deleted cannot be read back exactly ({exc}); "
             "nothing was deleted"
         ) from exc
-    return pa.Table.from_batches([batch])
 
 
 def _delete_captured(conn: Connection, tplan: TablePlan, ctx: RestoreContext) -> int:

@@ -31,10 +31,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.visitors import replacement_traverse
 
 from htd_pipelines.dialects.arrow_rows import conform, output_schema, rel_arrow_type, sort_by_key
 from htd_pipelines.dialects.engine import quoted
-from htd_pipelines.registry.arrow_types import ValueRefused, value_bytes
+from htd_pipelines.registry.arrow_types import ValueRefused, select_expression, value_bytes
 from htd_pipelines.registry.resolved import TablePlan
 
 if TYPE_CHECKING:  # imported where used: pgpq and psycopg load only for PostgreSQL
@@ -345,7 +346,27 @@ def copy_out(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
     inserted in key order is, the compare needs no sort at all (align_by_key)."""
     schema = output_schema(tplan, rel_arrow_type(tplan))
     stmt = tplan.select_rows().order_by(*[tplan.table.c[c] for c in tplan.primary_key])
-    stmt = stmt.params(ids=ids)
+    return copy_csv(conn, stmt.params(ids=ids), schema)
+
+
+def delete_returning(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
+    """Delete the sessions' rows of the table; their values as they were, in snapshot schema:
+    `COPY (DELETE ... RETURNING ...) TO STDOUT (FORMAT csv)` parsed by Arrow (no Python row
+    objects: about 4x faster than the driver's rows at 1M rows)."""
+    values = [select_expression(tplan.table.c[c.name], c) for c in tplan.columns]
+    stmt = sa.delete(tplan.table).where(tplan.where_owned()).returning(*values)
+
+    def bind(element: sa.ClauseElement) -> sa.ClauseElement | None:  # DML has no .params()
+        if isinstance(element, sa.BindParameter) and element.key == "ids":
+            return sa.bindparam("ids", ids, expanding=True)
+        return None
+
+    return copy_csv(conn, replacement_traverse(stmt, {}, bind), tplan.arrow_schema())
+
+
+def copy_csv(conn: Connection, stmt: sa.Executable, schema: pa.Schema) -> pa.Table:
+    """The rows of a statement (a SELECT, or a DELETE ... RETURNING) through
+    `COPY (...) TO STDOUT (FORMAT csv)`, as a table of `schema` (see copy_out)."""
     sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
     binary = {f.name for f in schema if pa.types.is_binary(f.type)}
     # Arrow's CSV reader converts no text to decimal256: read as text, cast after

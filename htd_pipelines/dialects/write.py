@@ -17,11 +17,11 @@ from sqlalchemy.engine import Connection
 
 from htd_pipelines import settings
 from htd_pipelines.dialects import mysql, postgresql
-from htd_pipelines.dialects.arrow_rows import output_schema, rel_arrow_type
+from htd_pipelines.dialects.arrow_rows import output_schema, rel_arrow_type, rows_to_batch
 from htd_pipelines.dialects.engine import quoted
 from htd_pipelines.dialects.postgresql import SentRows
 from htd_pipelines.dialects.read import stream_batches
-from htd_pipelines.registry.arrow_types import TAGGED, untag
+from htd_pipelines.registry.arrow_types import TAGGED, select_expression, untag
 from htd_pipelines.registry.resolved import REL_COLUMN, TablePlan
 
 INSERT_BATCH_ROWS = 5_000
@@ -106,3 +106,15 @@ def read_rows(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
         batches = list(stream_batches(conn.engine, tplan, ids, conn=conn))
         table = pa.Table.from_batches(batches, schema=schema)
     return table.drop_columns([REL_COLUMN])
+
+
+def delete_rows(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
+    """Delete the sessions' rows of the plan's table inside `conn`'s transaction and return
+    them as they were, in snapshot schema (`DELETE ... RETURNING`, read by a path of its own:
+    on PostgreSQL COPY csv parsed by Arrow, elsewhere the driver's rows)."""
+    if use_copy(conn):
+        return postgresql.delete_returning(conn, tplan, ids)
+    values = [select_expression(tplan.table.c[c.name], c) for c in tplan.columns]
+    stmt = sa.delete(tplan.table).where(tplan.where_owned()).returning(*values)
+    rows = conn.execute(stmt, {"ids": ids}).fetchall()
+    return pa.Table.from_batches([rows_to_batch(rows, tplan.arrow_schema())])

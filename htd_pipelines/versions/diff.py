@@ -196,13 +196,21 @@ def apply_changes(
     where: str,
 ) -> pa.Table:
     """`state` with the deleted keys removed and the upserts put in (replacing changed rows).
-    The counts must match the base exactly: every deleted and changed key was there, no added
-    one was; else ChainError naming `where`."""
+    The upserts are the added rows, then the `changed_rows` changed ones (diff_table's order,
+    kept in the file). Every deleted and every changed key must be in the base, no added one;
+    else ChainError naming `where`."""
     key = list(key)
     upserts = conform(upserts, state.schema)
     hit_deleted = _member(state, key, deleted)
     hit_upserts = _member(state, key, upserts)
-    if int(hit_deleted.sum()) != deleted.num_rows or int(hit_upserts.sum()) != changed_rows:
+    added = upserts.num_rows - changed_rows
+    upserts_there = _member(upserts, key, state)  # per upsert row: is its key in the base?
+    if (
+        int(hit_deleted.sum()) != deleted.num_rows
+        or added < 0
+        or bool(upserts_there[:added].any())
+        or not bool(upserts_there[added:].all())
+    ):
         raise ChainError(
             f"{where} does not apply to its base: {int(hit_deleted.sum())} of "
             f"{deleted.num_rows} deleted keys and {int(hit_upserts.sum())} of {changed_rows} "
