@@ -8,11 +8,13 @@ NULLs stay what they were).
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from htd_pipelines import settings
 from htd_pipelines.dialects.engine import get_engine
+from htd_pipelines.registry.arrow_types import KIND_META, TAGGED, untag
 from htd_pipelines.store import catalog
 from htd_pipelines.store.catalog import BackupRecord, CatalogError
 from htd_pipelines.store.manifest import Manifest
@@ -63,7 +65,18 @@ def read_tables(manifest: Manifest, store: SnapshotStore) -> dict[str, pd.DataFr
         t.table: pq.read_table(store.read_checked(f"{manifest.location}/{t.file}", t))
         for t in manifest.tables
     }
-    return {name: t.to_pandas(types_mapper=pd.ArrowDtype) for name, t in tables.items()}
+    return {name: frame(t) for name, t in tables.items()}
+
+
+def frame(table: pa.Table) -> pd.DataFrame:
+    """A snapshot table as a DataFrame of its values (Arrow dtypes); SQLite columns carried as
+    tagged text (any storage class) are given back as their Python values (object dtype)."""
+    out = table.to_pandas(types_mapper=pd.ArrowDtype)
+    for f in table.schema:
+        if (f.metadata or {}).get(KIND_META) == TAGGED.encode():
+            values = [untag(v) for v in table.column(f.name).to_pylist()]
+            out[f.name] = pd.Series(values, dtype=object, index=out.index)
+    return out
 
 
 def load_backup(
@@ -113,5 +126,5 @@ def composed_version(
                     "url": url,
                 }
             )
-    frames = {name: t.to_pandas(types_mapper=pd.ArrowDtype) for name, t in state.items()}
+    frames = {name: frame(t) for name, t in state.items()}
     return frames, files, [link.version for link in chain]

@@ -94,7 +94,8 @@ def coerce_ids(plan: ResolvedType, relation_ids: list) -> list:
         try:
             check_text(str(rid), where)
             if python_type is int:  # only the canonical decimal text: never another session
-                out.append(parse_int_id(rid, where))
+                unsigned = bool(getattr(column.type, "unsigned", False))
+                out.append(parse_int_id(rid, where, unsigned=unsigned))
             else:
                 out.append(str(rid) if python_type is str else rid)
         except RelationIdError as exc:

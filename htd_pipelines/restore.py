@@ -17,6 +17,7 @@ from htd_pipelines.backup import coerce_ids
 from htd_pipelines.dialects.arrow_rows import align_by_key, differences, sort_by_key
 from htd_pipelines.dialects.engine import quoted
 from htd_pipelines.dialects.write import SentRows, insert_rows, read_rows, same_as_sent
+from htd_pipelines.registry.arrow_types import TAGGED, untag
 from htd_pipelines.registry.resolved import ResolvedType, TablePlan, resolve_type
 from htd_pipelines.registry.spec import Registry
 from htd_pipelines.store import catalog
@@ -263,17 +264,19 @@ def verify_rows(conn: Connection, tplan: TablePlan, expected: pa.Table, ids: lis
     rows: dict[tuple, dict[str, object]] = {}
     for k, column, value, _ in diffs:
         rows.setdefault(tuple(k.items()), {})[column] = value
+    tagged = {c.name for c in tplan.columns if c.kind == TAGGED}  # SQLite: any storage class
     stamped = on_update_columns(conn, tplan)
     if stamped:
         _add_stamped_values(rows, expected, key, stamped)
     with _before_update_triggers_off(conn, tplan):
         for k, values in rows.items():
+            values = {c: untag(v) if c in tagged else v for c, v in values.items()}  # noqa: PLW2901
             target = sa.table(
                 tplan.table.name,
                 *[sa.column(c) for c in dict.fromkeys([*values, *key])],
                 schema=tplan.table.schema,
             )
-            cond = sa.and_(*[target.c[c] == v for c, v in k])
+            cond = sa.and_(*[target.c[c] == (untag(v) if c in tagged else v) for c, v in k])
             conn.execute(target.update().where(cond).values(values))
     expected, actual = align_by_key(expected, read_rows(conn, tplan, ids), key)
     still = differences(expected, actual, key)

@@ -51,9 +51,10 @@ def check_text(text: str, column: str) -> str:
     return text
 
 
-def parse_int_id(text: object, column: str) -> int:
+def parse_int_id(text: object, column: str, *, unsigned: bool = False) -> int:
     """The integer an id for an integer key `column` names: only its canonical decimal text
-    (optional '-', ASCII digits, no leading zeros but '0' itself, within 64 bits)."""
+    (optional '-', ASCII digits, no leading zeros but '0' itself, within 64 bits: signed, or
+    0 to 2^64 - 1 for an unsigned key)."""
     if isinstance(text, int) and not isinstance(text, bool):
         value = text
     elif isinstance(text, str) and _CANONICAL_INT.fullmatch(text) and text != "-0":
@@ -63,9 +64,11 @@ def parse_int_id(text: object, column: str) -> int:
             f"relation id {_shown(str(text))} is not a valid value of {column} (integer): "
             "write it in decimal digits, an optional leading '-', no leading zeros"
         )
-    if not _INT64[0] <= value <= _INT64[1]:
+    low, high = (0, 2**64 - 1) if unsigned else _INT64
+    if not low <= value <= high:
+        kind = "unsigned 64-bit integer" if unsigned else "64-bit integer"
         raise RelationIdError(
-            f"relation id {_shown(str(text))} is out of range for {column} (64-bit integer)"
+            f"relation id {_shown(str(text))} is out of range for {column} ({kind})"
         )
     return value
 

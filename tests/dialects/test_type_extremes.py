@@ -22,9 +22,8 @@ from htd_pipelines.restore import restore_backup
 from tests.support.env import make_env
 
 PG_ROOT = "ffffffff-0000-4000-8000-000000000001"
-# BIGINT UNSIGNED: child keys go up to 2^64 - 1; a root key (a relation id) stops at 2^63 - 1
-# for now: registry/relation_ids.parse_int_id takes 64-bit signed ids only
-MARIA_ROOT = 9223372036854775807
+# BIGINT UNSIGNED: the root key (the relation id) above 2^63, another session's at 2^64 - 1
+MARIA_ROOT = 18446744073709551614
 SQLITE_ROOT = 1700000000000  # a millisecond epoch: no int32
 
 MB = 1 << 20
