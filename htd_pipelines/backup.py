@@ -332,6 +332,13 @@ def record_backup(
     missing = [t for t in order if t not in by_table]
     if missing:
         raise BackupError(f"no snapshot was extracted for table(s) {', '.join(missing)}")
+    root = resolved(engine, registry, plan.type, plan.run_id).root.name
+    gone = [r for r in plan.relation_ids if by_table[root].per_relation[r].rows != 1]
+    if gone:  # deleted (by someone else) between the plan and the extract: not a backup
+        raise BackupError(
+            f"session(s) {', '.join(gone)} of type {plan.type!r} disappeared during the backup "
+            f"(no row left in {root}); nothing was recorded"
+        )
     finished = dt.datetime.now(dt.UTC).isoformat()
     manifests: list[tuple[Manifest, str]] = []
     for rid in plan.relation_ids:

@@ -240,3 +240,24 @@ def test_snapshot_schema_keeps_exact_types(env) -> None:
         "sqlite": "string",  # SQLite stores dates as text: carried exactly as stored
     }
     assert created == expected[env.engine.dialect.name]
+
+
+def test_a_session_deleted_during_the_backup_is_not_recorded(env) -> None:
+    """Someone else deletes the session between the plan and the extracts: no empty backup
+    is recorded as its newest version."""
+    target = env.ids[0]
+    registry, store = load_registry(env.relations_file), env.store()
+    plan = backup.plan_backup(
+        env.engine, registry, store, type_name="inst", relation_ids=[target], uid="u",
+        keep_source=False, run_id="gone-run",
+    )  # fmt: skip
+    rtype = backup.resolved(env.engine, registry, "inst", "gone-run")
+    with env.engine.begin() as conn:  # the application deletes the session, children first
+        for tplan in reversed(rtype.tables):
+            conn.execute(sa.delete(tplan.table).where(tplan.where_owned()), {"ids": [target]})
+    extracts = [
+        backup.extract_table(env.engine, registry, store, plan, t.name) for t in rtype.tables
+    ]
+    with pytest.raises(backup.BackupError, match=f"session\\(s\\) {target} .* disappeared"):
+        backup.record_backup(env.engine, registry, store, plan, extracts)
+    assert list_backups("inst", target) == []
