@@ -289,7 +289,52 @@ def resolve_type(engine: Engine, btype: BackupType, source: str = "registry") ->
         except TypeRefused as exc:  # before anything is read, written or deleted
             raise RegistryError(f"{where}: table {rule.table!r}, {exc}") from None
         plans[rule.table] = TablePlan(rule, table, specs, pk, parent_plan, parent_key)
+    _refuse_outside_cascades(engine, plans, where)
     return ResolvedType(btype, tuple(_order(btype, plans, where, _partition_fks(engine, plans))))
+
+
+_REFERENCING_SQL = {
+    # (referencing table, constraint, ON DELETE rule) of foreign keys onto table :t whose delete
+    # rule changes the referencing rows (CASCADE deletes them, SET NULL/DEFAULT rewrites them)
+    "postgresql": "SELECT c.conrelid::regclass::text, c.conname, CASE c.confdeltype"
+    " WHEN 'c' THEN 'CASCADE' WHEN 'n' THEN 'SET NULL' ELSE 'SET DEFAULT' END"
+    " FROM pg_constraint c WHERE c.contype = 'f' AND c.confrelid = CAST(:t AS regclass)"
+    " AND c.confdeltype IN ('c', 'n', 'd')",
+    "mysql": "SELECT TABLE_NAME, CONSTRAINT_NAME, DELETE_RULE"
+    " FROM information_schema.REFERENTIAL_CONSTRAINTS"
+    " WHERE CONSTRAINT_SCHEMA = COALESCE(:s, DATABASE()) AND REFERENCED_TABLE_NAME = :n"
+    " AND DELETE_RULE IN ('CASCADE', 'SET NULL', 'SET DEFAULT')",
+    "sqlite": "SELECT m.name, 'fk ' || f.id, upper(f.on_delete) FROM sqlite_master m,"
+    " pragma_foreign_key_list(m.name) f WHERE m.type = 'table' AND f.\"table\" = :n"
+    " AND upper(f.on_delete) IN ('CASCADE', 'SET NULL', 'SET DEFAULT')",
+}
+
+
+def _refuse_outside_cascades(engine: Engine, plans: dict[str, TablePlan], where: str) -> None:
+    """A table outside the type whose foreign key deletes or rewrites its rows when a row of
+    the type is deleted (ON DELETE CASCADE / SET NULL / SET DEFAULT) would lose rows no backup
+    holds: refused when the type is resolved, naming both tables and the constraint."""
+    dialect = "mysql" if engine.dialect.name in ("mysql", "mariadb") else engine.dialect.name
+    sql = _REFERENCING_SQL.get(dialect)
+    if sql is None:
+        return
+    prep = engine.dialect.identifier_preparer
+    inside = {p.table.name for p in plans.values()} | {
+        prep.format_table(p.table) for p in plans.values()
+    }
+    with engine.connect() as conn:
+        for plan in plans.values():
+            params = {"t": prep.format_table(plan.table), "n": plan.table.name}
+            params["s"] = plan.table.schema
+            for referencing, constraint, rule in conn.execute(sa.text(sql), params):
+                if referencing in inside or referencing.split(".")[-1].strip('"') in inside:
+                    continue
+                raise RegistryError(
+                    f"{where}: table {referencing!r}, not in the type, references "
+                    f"{plan.name!r} with ON DELETE {rule} ({constraint}): deleting a session "
+                    "would change rows no backup holds; add the table to the type or change "
+                    "the constraint"
+                )
 
 
 _CACHE: dict[tuple, ResolvedType] = {}

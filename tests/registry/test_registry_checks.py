@@ -194,3 +194,47 @@ def test_foreign_keys_of_partitions_order_the_tables(seeded_env, tmp_path, monke
     with env.engine.connect() as conn:
         assert catalog.get_backup(conn, listed["id"]).is_reback == 1
     assert env.count("pt_event") == 21
+
+
+# -- a table outside the type that a delete would change ---------------------------------------
+
+OUTSIDE = """\
+types:
+  doc:
+    root: {table: oc_doc, key: id}
+    tables:
+      - {table: oc_line, key: doc_id}
+"""
+
+
+@pytest.mark.parametrize("rule", ["CASCADE", "SET NULL", "NO ACTION"])
+def test_a_table_outside_the_type_changed_by_the_delete_is_refused(db_url, tmp_path, rule) -> None:
+    """`oc_audit` is not in the type but its foreign key onto `oc_line` says ON DELETE CASCADE
+    (or SET NULL): a backup's delete would delete (or rewrite) its rows, which no backup holds.
+    The type is refused when it is resolved, naming both tables and the rule; with NO ACTION
+    the delete would fail instead of losing rows, so the type resolves."""
+    from htd_pipelines.dialects.engine import get_engine
+
+    engine = get_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE oc_doc (id INTEGER NOT NULL PRIMARY KEY)"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE oc_line (id INTEGER NOT NULL PRIMARY KEY, doc_id INTEGER NOT NULL,"
+                " FOREIGN KEY (doc_id) REFERENCES oc_doc (id) ON DELETE CASCADE)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "CREATE TABLE oc_audit (id INTEGER NOT NULL PRIMARY KEY, line_id INTEGER,"
+                f" FOREIGN KEY (line_id) REFERENCES oc_line (id) ON DELETE {rule})"
+            )
+        )
+    registry = load_registry(_registry(tmp_path, OUTSIDE))
+    if rule == "NO ACTION":
+        resolve_type(engine, registry.get("doc"), registry.path)
+        return
+    with pytest.raises(RegistryError) as refused:
+        resolve_type(engine, registry.get("doc"), registry.path)
+    message = str(refused.value)
+    assert "oc_audit" in message and "oc_line" in message and f"ON DELETE {rule}" in message
