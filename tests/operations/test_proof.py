@@ -53,8 +53,7 @@ DDL = {
         " ON UPDATE CURRENT_TIMESTAMP(6))",
         "CREATE TABLE p_line (id INT PRIMARY KEY, doc_id INT NOT NULL, body TEXT,"
         " FOREIGN KEY (doc_id) REFERENCES p_doc (id))",
-        "CREATE TRIGGER p_doc_ins BEFORE INSERT ON p_doc FOR EACH ROW"
-        " SET NEW.create_date = NOW(6)",
+        "CREATE TRIGGER p_doc_ins BEFORE INSERT ON p_doc FOR EACH ROW SET NEW.create_date = NOW(6)",
     ],
     "sqlite": [
         "CREATE TABLE p_doc (id INTEGER PRIMARY KEY, title TEXT NOT NULL,"
@@ -105,7 +104,9 @@ def _insert_rows(conn, dialect: str) -> None:
             dict(zip("itcu", row, strict=True)),
         )
     for row in LINES:
-        conn.execute(sa.text("INSERT INTO p_line VALUES (:i, :d, :b)"), dict(zip("idb", row, strict=True)))
+        conn.execute(
+            sa.text("INSERT INTO p_line VALUES (:i, :d, :b)"), dict(zip("idb", row, strict=True))
+        )
     if dialect == "postgresql":
         conn.exec_driver_sql("ALTER TABLE p_doc ENABLE TRIGGER USER")
     elif dialect == "mysql":
@@ -161,9 +162,7 @@ def _undoable(env) -> None:
 
 
 @pytest.mark.parametrize("fast_path", ["1", "0"])
-def test_a_backup_that_would_not_restore_deletes_nothing(
-    proof_env, monkeypatch, fast_path
-) -> None:
+def test_a_backup_that_would_not_restore_deletes_nothing(proof_env, monkeypatch, fast_path) -> None:
     monkeypatch.setenv("HTD_FAST_PATH", fast_path)
     env = proof_env
     _undoable(env)

@@ -35,10 +35,7 @@ from hypothesis import given, reject
 from hypothesis.control import currently_in_test_context
 from sqlalchemy.engine import make_url
 
-try:
-    from htd_pipelines.backup import backup_sessions
-except ImportError:  # moved to delete.py by the work in progress
-    from htd_pipelines.delete import backup_sessions
+from htd_pipelines.delete import backup_sessions
 from htd_pipelines.registry.spec import load_registry
 from htd_pipelines.restore import restore_backup
 from htd_pipelines.store.catalog import CATALOG_TABLES
