@@ -247,3 +247,41 @@ def test_the_dry_run_predicts_what_the_restore_does(proof_env, monkeypatch, fast
         )
     preview = restore.preview_restore(env.engine, env.engine, _registry(env), rec.backup_id)
     assert preview.ok, preview.problems
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+def test_a_role_that_may_not_switch_triggers_off_deletes_nothing(
+    proof_env, monkeypatch, tmp_path
+) -> None:
+    """The application's role does not own p_doc, so the correction cannot switch the BEFORE
+    UPDATE trigger off: the rehearsal finds the stamped column, nothing is deleted, and the
+    error names the table and column."""
+    import secrets
+
+    from sqlalchemy.engine import make_url
+
+    from htd_pipelines.dialects.engine import dispose_engines
+
+    env = proof_env
+    role = "htd_app_" + secrets.token_hex(4)
+    with env.engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        conn.exec_driver_sql(f"GRANT ALL ON SCHEMA public TO {role}")
+        conn.exec_driver_sql(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+    url = make_url(env.url).set(username=role).render_as_string(hide_password=False)
+    try:
+        app = make_env(monkeypatch, url, tmp_path / "app", env.relations_file)
+        before = snapshot_database(env.url, exclude=CATALOG_TABLES)
+        with pytest.raises(delete.NotRestorable) as refused:
+            delete.backup_sessions(
+                app.engine, _registry(app), app.store(), type_name="doc", relation_ids=[1],
+                uid="t", run_id="proof-role",
+            )  # fmt: skip
+        message = str(refused.value)
+        assert "p_doc" in message and "last_update" in message
+        assert snapshot_database(env.url, exclude=CATALOG_TABLES) == before
+    finally:
+        dispose_engines()
+        with env.engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
