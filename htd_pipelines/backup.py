@@ -386,10 +386,3 @@ def record_backup(
             run_id=plan.run_id,
         )
     return recorded
-
-
-def verify_files(store: SnapshotStore, manifest: Manifest) -> None:
-    """Every snapshot file of the backup exists and has the manifest's size and sha256, and an
-    encrypted one authenticates with its key (SnapshotError naming the file and key id)."""
-    for t in manifest.tables:
-        store.check_file(f"{manifest.location}/{t.file}", t)

@@ -1,14 +1,15 @@
 """The backup's delete, free of Dagster: proven before it commits.
 
-In one transaction, children first, every row of the sessions is deleted with
+In one transaction, children first, each table's snapshot files are read and checked (sha256,
+footer, row count) and every row of the sessions is deleted with
 `DELETE ... RETURNING` its values, read by a path of its own (not the extract's: on PostgreSQL
 the driver's row decoding instead of ADBC) and compared value for value with the snapshot: a
 row added, removed or changed since the extract aborts the delete, naming table, key and both
 values. Then the restore itself is rehearsed in a savepoint (`restore.rehearse`: the restore's
 own write path, triggers, defaults, conversions, read-back and corrections) and rolled back to
 the savepoint. Only when both hold is the delete committed; otherwise nothing is deleted, and
-a backup that would not restore is discarded (recorded in the operation log as
-`backup_not_restorable`).
+a backup that would not restore is discarded (a `backup_discarded` row in the operation log
+gives the reason).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from htd_pipelines.backup import (
     plan_backup,
     record_backup,
     resolved,
-    verify_files,
 )
 from htd_pipelines.dialects.arrow_rows import differences, sort_by_key
 from htd_pipelines.dialects.write import delete_rows
@@ -67,8 +67,8 @@ def _delete_captured(conn: Connection, tplan: TablePlan, ctx: RestoreContext) ->
     """Delete one table's rows of the sessions, only if they are the snapshot's rows, value
     for value; else BackupError naming the table, the key and both values."""
     key = list(tplan.primary_key)
+    captured = sort_by_key(ctx.table(tplan.name), key)  # the files checked (sha256) first
     deleted = sort_by_key(_delete_returning(conn, tplan, ctx.ids), key)
-    captured = sort_by_key(ctx.table(tplan.name), key)
     if deleted.num_rows != captured.num_rows or not all(
         deleted.column(c).equals(captured.column(c)) for c in key
     ):
@@ -106,8 +106,6 @@ def delete_source(
     with engine.connect() as conn:
         records = [catalog.get_backup(conn, r.backup_id) for r in recorded]
     manifests = tuple(r.manifest for r in records)
-    for m in manifests:  # only what is in a committed, verified backup may go
-        verify_files(store, m)
     ids = coerce_ids(rtype, list(plan.relation_ids))
     ctx = RestoreContext(None, manifests, rtype, store, ids)
     counts: dict[str, int] = {}

@@ -349,6 +349,9 @@ def _before_update_triggers_off(conn: Connection, tplan: TablePlan) -> Iterator[
         conn.exec_driver_sql(f"ALTER TABLE {name} ENABLE TRIGGER {prep.quote(trigger)}")
 
 
+CACHE_ROWS = 50_000  # tables up to this size are read once per restore or proof
+
+
 @dataclass
 class RestoreContext:
     """What one restore (or one rehearsal) writes: the snapshot of one or more sessions of one
@@ -373,9 +376,21 @@ class RestoreContext:
         return f"the backup of {m.type} {rids}"
 
     def table(self, name: str) -> pa.Table:
-        """One table's rows, read (and checked again) when needed."""
-        parts = [read_snapshot_table(self.store, m, name) for m in self.manifests]
-        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+        """One table's rows, read (and checked) when needed. A table of up to CACHE_ROWS rows
+        is kept once read: a delete's proof and a restore use each table up to three times
+        (compare, insert, read-back), and a batch of small sessions is many small files."""
+        cache = self.__dict__.setdefault("_cache", {})
+        if name in cache:
+            return cache[name]
+        if len(self.manifests) == 1:
+            table = read_snapshot_table(self.store, self.manifest, name)
+        else:  # a batch: many small files; reading, hashing and decoding release the GIL
+            with ThreadPoolExecutor(max_workers=4, thread_name_prefix="htd-read") as pool:
+                parts = pool.map(lambda m: read_snapshot_table(self.store, m, name), self.manifests)
+                table = pa.concat_tables(list(parts))
+        if table.num_rows <= CACHE_ROWS:
+            cache[name] = table
+        return table
 
     def manifest_record(self) -> BackupRecord:
         """The catalog record of a single-backup restore (prepare() made this context)."""
