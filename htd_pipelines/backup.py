@@ -333,7 +333,7 @@ def record_backup(
     if missing:
         raise BackupError(f"no snapshot was extracted for table(s) {', '.join(missing)}")
     root = resolved(engine, registry, plan.type, plan.run_id).root.name
-    gone = [r for r in plan.relation_ids if by_table[root].per_relation[r].rows != 1]
+    gone = [r for r in plan.relation_ids if by_table[root].per_relation[r].rows == 0]
     if gone:  # deleted (by someone else) between the plan and the extract: not a backup
         raise BackupError(
             f"session(s) {', '.join(gone)} of type {plan.type!r} disappeared during the backup "
