@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from htd_pipelines.backup import coerce_ids
 from htd_pipelines.dialects.arrow_rows import align_by_key, differences, sort_by_key
-from htd_pipelines.dialects.engine import quoted
+from htd_pipelines.dialects.engine import quoted, same_database
 from htd_pipelines.dialects.write import SentRows, insert_rows, read_rows, same_as_sent
 from htd_pipelines.registry.arrow_types import TAGGED, untag
 from htd_pipelines.registry.resolved import ResolvedType, TablePlan, resolve_type
@@ -468,7 +468,7 @@ def preview_restore(
     preview = RestorePreview(
         backup_id, record.type, record.relation_id, record.version, _label(target_engine)
     )
-    same = catalog_engine.url == target_engine.url
+    same = same_database(catalog_engine, target_engine)
     if record.is_reback and same:
         preview.problems.append(f"already restored at {record.restored_at} by {record.restored_by}")
     manifest = record.manifest
@@ -526,7 +526,10 @@ def restore_backup(
     transaction. With `target_engine` (a staging copy) the catalog is not claimed.
     """
     target = target_engine or catalog_engine
-    claiming = not rehearsal and (target_engine is None or target_engine.url == catalog_engine.url)
+    # into the catalog's own database (however its URL is spelled) the backup is claimed
+    claiming = not rehearsal and (
+        target_engine is None or same_database(target_engine, catalog_engine)
+    )
     ctx = prepare(catalog_engine, target, registry, backup_id, store)
     record = ctx.manifest_record()
     if rehearsal:

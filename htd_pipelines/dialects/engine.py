@@ -4,6 +4,7 @@ how a table and its columns are named in SQL, and how a moment compares with a t
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -85,3 +86,41 @@ def comparable_timestamp(
     if engine.dialect.name == "postgresql" and getattr(column_type, "timezone", False):
         return moment
     return moment.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def database_identity(engine: Engine) -> tuple[str, ...]:
+    """What makes a database the same database whatever its URL says (`localhost` and
+    `127.0.0.1`, another user, a DNS alias): PostgreSQL's cluster system identifier and the
+    database name; MariaDB/MySQL's `@@server_uuid` where there is one (MySQL), else its host
+    name, port and data directory, and the database name; SQLite's resolved file path."""
+    name = engine.dialect.name
+    if name == "sqlite":
+        path = engine.url.database or ""
+        return (
+            name,
+            os.path.realpath(path) if path and path != ":memory:" else f"memory:{id(engine)}",
+        )
+    with engine.connect() as conn:
+        if name == "postgresql":
+            sql = (
+                "SELECT CAST((SELECT system_identifier FROM pg_control_system()) AS text), "
+                "current_database()"
+            )
+        else:
+            server = conn.exec_driver_sql("SHOW VARIABLES LIKE 'server_uuid'").first()
+            sql = (
+                f"SELECT '{server[1]}', DATABASE()"
+                if server
+                else "SELECT CONCAT_WS(':', @@hostname, @@port, @@datadir), DATABASE()"
+            )
+        row = conn.exec_driver_sql(sql).one()
+    return (name, str(row[0]), str(row[1]))
+
+
+def same_database(a: Engine, b: Engine) -> bool:
+    """Whether two engines reach the same database (see database_identity)."""
+    if a.url == b.url:
+        return True
+    if a.dialect.name != b.dialect.name:
+        return False
+    return database_identity(a) == database_identity(b)

@@ -270,6 +270,31 @@ def test_restore_into_a_staging_database_does_not_claim(env, dialect, tmp_path, 
         drop_database(staging)
 
 
+def _respelled(url: str) -> str:
+    """The same database under another spelling: localhost for 127.0.0.1, or the SQLite file
+    through a path with a `.` in it."""
+    u = sa.engine.make_url(url)
+    if u.get_backend_name() == "sqlite":
+        path = Path(u.database)
+        return u.set(database=str(path.parent / "." / path.name)).render_as_string(False)
+    host = "localhost" if u.host in ("127.0.0.1", None) else "127.0.0.1"
+    return u.set(host=host).render_as_string(hide_password=False)
+
+
+def test_the_same_database_under_another_url_is_claimed_once(env, monkeypatch) -> None:
+    """`--target-env` naming the catalog's own database spelled differently (localhost vs
+    127.0.0.1) is the catalog's database: the backup is claimed, and a second restore refused."""
+    sess = env.ids[1]
+    backup_id = backed_up(env, sess)
+    monkeypatch.setenv("HTD_SAME_URL", _respelled(env.url))
+    result = run_restore(env, backup_id, target_env="HTD_SAME_URL")
+    assert result.success, failure_message(result)
+    assert record(env, backup_id).is_reback == 1
+    again = run_restore(env, backup_id, target_env="HTD_SAME_URL")
+    assert not again.success and "already restored" in failure_message(again)
+    assert env.count("process_session", f"WHERE id = {sess}") == 1
+
+
 def test_passwords_in_run_config_are_refused(env) -> None:
     backup_id = backed_up(env, env.ids[0])
     job = env.defs().resolve_job_def("restore_job")
