@@ -360,6 +360,7 @@ def record_backup(
         )
         text = manifest.to_json()  # once: the file and the catalog row hold the same text
         store.write_bytes(f"{manifest.location}/{MANIFEST_FILE}", text.encode())
+        store.sync_dirs(manifest.location)  # files and folders durable before the catalog row
         manifests.append((manifest, text))
     recorded = []
     with engine.begin() as conn:

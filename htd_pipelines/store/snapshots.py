@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -153,6 +154,7 @@ class ParquetFileWriter:
 
     def __init__(self, store: SnapshotStore, path: str, schema: pa.Schema, zstd_level: int) -> None:
         self.path = path
+        self._store = store
         self.key_id = store.encrypt_key_id
         self._sink = HashingSink(store.fs.open_output_stream(store.full(path)))
         self._out = store.encrypting(self._sink)
@@ -174,6 +176,7 @@ class ParquetFileWriter:
         self._writer.close()
         self._out.close()  # seals the final chunk, closes the sink
         self._sink.close()
+        self._store.sync(self.path)
         return WrittenFile(
             self.path, self.rows, self._sink.size, self._sink.sha256.hexdigest(), self.key_id
         )
@@ -271,6 +274,39 @@ class SnapshotStore:
             sink.write(data)
             if sink is not out:
                 sink.close()
+        self.sync(path)
+
+    # -- durability ------------------------------------------------------------------------------
+
+    @property
+    def local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def sync(self, path: str) -> None:
+        """A written file's bytes on disk (fsync), before anything relies on them. On an object
+        store the completed upload (the stream's close) is the barrier: nothing to do."""
+        if self.local:
+            fd = os.open(self.full(path), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def sync_dirs(self, path: str) -> None:
+        """The folder `path` and every folder above it up to the store's root fsynced: the
+        entries of new files and folders survive a power loss (local disk only)."""
+        if not self.local:
+            return
+        parts = [p for p in path.split("/") if p]
+        for i in range(len(parts), -1, -1):
+            folder = self.full("/".join(parts[:i]))
+            if not os.path.isdir(folder):
+                continue
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def read_bytes(self, path: str) -> bytes:
         """The stored bytes, as they are (still encrypted if they are)."""
@@ -417,6 +453,7 @@ class SnapshotStore:
                 writer.write(piece)
             writer.close()
             sink.close()
+            self.sync(tmp)
             new = Expected(expected.table, sink.sha256.hexdigest(), sink.size, True, key_id)
             again = hashlib.sha256()
             for piece in self.plaintext(tmp, new):
@@ -433,8 +470,9 @@ class SnapshotStore:
         return new.sha256, new.bytes
 
     def replace(self, src: str, dst: str) -> None:
-        """Move `src` over `dst` (a rename on local disk)."""
+        """Move `src` over `dst` (a rename on local disk, made durable)."""
         self.fs.move(self.full(src), self.full(dst))
+        self.sync_dirs(dst.rsplit("/", 1)[0] if "/" in dst else "")
 
     def delete_file(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):

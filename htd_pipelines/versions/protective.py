@@ -385,6 +385,7 @@ def _record_incremental(
     )
     text = manifest.to_json()
     store.write_bytes(f"{location}/{MANIFEST_FILE}", text.encode())
+    store.sync_dirs(location)  # files and folders durable before the catalog row
     added = {t.table: t.added_rows for t in tables if t.added_rows}
     changed = {t.table: t.changed_rows for t in tables if t.changed_rows}
     deleted = {t.table: t.deleted_rows for t in tables if t.deleted_rows}
