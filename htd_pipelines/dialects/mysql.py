@@ -1,8 +1,9 @@
 """MariaDB/MySQL's fast path for writing snapshot rows: LOAD DATA LOCAL INFILE.
 
 The rows of an Arrow table are turned into LOAD DATA's default text format (tab-separated,
-backslash-escaped, ``\\N`` for NULL) with Arrow compute kernels, written to a temporary file
-and loaded on the caller's connection, so the caller's transaction covers them. Binary columns
+backslash-escaped, ``\\N`` for NULL) with Arrow compute kernels, fed through a pipe (never a
+file on disk: no row in clear text is left behind by a killed run) and loaded on the caller's
+connection, so the caller's transaction covers them. Binary columns
 travel as hex and are put back with ``UNHEX``. Timestamps travel as UTC wall-clock text (every
 session of ours runs with ``time_zone = '+00:00'``).
 
@@ -18,8 +19,13 @@ and the server allows it (``@@local_infile``); otherwise write.py inserts with e
 from __future__ import annotations
 
 import binascii
+import contextlib
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -97,6 +103,49 @@ def _lines(batch: pa.RecordBatch) -> bytes:
     return bytes(value_bytes(rows)[1])
 
 
+@contextmanager
+def _fed_pipe(table: pa.Table) -> Iterator[str]:
+    """A path the driver opens to read the rows' LOAD DATA text: the read end of a pipe
+    (`/dev/fd/N`) that a thread feeds, so no row is ever written to disk in clear (a killed
+    run used to leave `htd_load_*.tsv` files behind) and memory holds one chunk at a time."""
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            with os.fdopen(write_fd, "wb") as out:
+                for batch in table.to_batches(max_chunksize=CHUNK_ROWS):
+                    out.write(_lines(batch))
+        except BrokenPipeError:  # the reader stopped (the statement failed): nothing to do
+            pass
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller below
+            failure.append(exc)
+
+    feeder = threading.Thread(target=feed, name="htd-load-data", daemon=True)
+    feeder.start()
+    try:
+        yield f"/dev/fd/{read_fd}"
+    finally:
+        os.close(read_fd)  # a feeder still writing gets EPIPE and stops
+        feeder.join()
+    if failure:
+        raise failure[0]
+
+
+_STALE_CHECKED: list[bool] = []
+
+
+def remove_stale_files() -> None:
+    """Once per process: remove `htd_load_*.tsv` files that runs of earlier releases, killed
+    mid-restore, left in the temporary folder (rows in clear text)."""
+    if _STALE_CHECKED:
+        return
+    _STALE_CHECKED.append(True)
+    for path in Path(tempfile.gettempdir()).glob("htd_load_*.tsv"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def load_data(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
     """All rows of `table` (snapshot schema) into the plan's table, inside conn's transaction."""
     prep = conn.dialect.identifier_preparer
@@ -117,17 +166,11 @@ def load_data(conn: Connection, tplan: TablePlan, table: pa.Table) -> None:
         f"LINES TERMINATED BY '\\n' ({', '.join(targets)})"
         + (f" SET {', '.join(sets)}" if sets else "")
     )
-    fd, path = tempfile.mkstemp(prefix="htd_load_", suffix=".tsv")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for batch in table.to_batches(max_chunksize=CHUNK_ROWS):
-                f.write(_lines(batch))
-        raw = conn.connection.dbapi_connection
-        with raw.cursor() as cur:
-            loaded = cur.execute(sql, (path,))
-            warnings = raw.show_warnings() if cur.warning_count else ()
-    finally:
-        os.unlink(path)
+    remove_stale_files()
+    raw = conn.connection.dbapi_connection
+    with _fed_pipe(table) as path, raw.cursor() as cur:
+        loaded = cur.execute(sql, (path,))
+        warnings = raw.show_warnings() if cur.warning_count else ()
     if loaded != table.num_rows:
         raise conn.dialect.dbapi.IntegrityError(
             f"LOAD DATA into {tplan.name} stored {loaded} of {table.num_rows} rows "
