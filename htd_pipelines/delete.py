@@ -114,6 +114,7 @@ def delete_source(
             for tplan in reversed(rtype.tables):
                 counts[tplan.name] = _delete_captured(conn, tplan, ctx)
             _prove_restorable(conn, ctx)
+            _hold_and_recheck(conn, ctx)
             catalog.mark_source_deleted(conn, [r.backup_id for r in recorded])
             if plan.from_markers:
                 finish_claims(conn, plan.type, list(plan.relation_ids), plan.run_id)
@@ -143,6 +144,30 @@ def delete_source(
         )
         raise
     return counts
+
+
+def _hold_and_recheck(conn: Connection, ctx: RestoreContext) -> None:
+    """Just before the commit, no row of the sessions may be left in any table: a row another
+    connection added (and committed) while this transaction deleted would be an orphan no
+    backup holds (without foreign keys nothing else stops it). PostgreSQL: each table is
+    locked in SHARE mode (waits for writers in flight, keeps new ones out until the commit,
+    a few milliseconds later); MariaDB/MySQL: a locking read (a plain one would read the
+    transaction's snapshot, not what others committed); SQLite: this transaction already
+    holds the database's write lock."""
+    dialect = conn.dialect.name
+    prep = conn.dialect.identifier_preparer
+    for tplan in reversed(ctx.rtype.tables):
+        if dialect == "postgresql":
+            conn.exec_driver_sql(f"LOCK TABLE {prep.format_table(tplan.table)} IN SHARE MODE")
+        stmt = sa.select(sa.func.count()).select_from(tplan.table).where(tplan.where_owned())
+        if dialect in ("mysql", "mariadb"):
+            stmt = stmt.with_for_update(read=True)
+        left = conn.execute(stmt, {"ids": ctx.ids}).scalar_one()
+        if left:
+            raise BackupError(
+                f"table {tplan.name}: {left} row(s) of the session were added while it was "
+                "being deleted; nothing was deleted: back the session up again"
+            )
 
 
 def _prove_restorable(conn: Connection, ctx: RestoreContext) -> None:

@@ -285,3 +285,82 @@ def test_a_role_that_may_not_switch_triggers_off_deletes_nothing(
         with env.engine.begin() as conn:
             conn.exec_driver_sql(f"DROP OWNED BY {role}")
             conn.exec_driver_sql(f"DROP ROLE {role}")
+
+
+NO_FK = """\
+types:
+  loose:
+    root: {table: o_doc, key: id}
+    tables:
+      - {table: o_line, key: doc_id}
+"""
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mariadb"], indirect=True)
+def test_a_row_added_while_the_delete_is_open_is_no_orphan(
+    monkeypatch, db_url, tmp_path, dialect
+) -> None:
+    """No foreign keys (a legacy schema): another connection adds a row to the session while
+    the delete's transaction is open. PostgreSQL lets it commit: the recheck before the commit
+    finds it and nothing is deleted. MariaDB's delete holds the session's index range: the
+    insert waits until the delete has committed (it times out here first)."""
+    import threading
+
+    from htd_pipelines.dialects.engine import create_engine
+
+    registry_file = tmp_path / "loose.yaml"
+    registry_file.write_text(NO_FK)
+    env = make_env(monkeypatch, db_url, tmp_path, str(registry_file))
+    with env.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE o_doc (id INTEGER PRIMARY KEY, title VARCHAR(20))")
+        conn.exec_driver_sql(
+            "CREATE TABLE o_line (id INTEGER PRIMARY KEY, doc_id INTEGER NOT NULL,"
+            " body VARCHAR(20))"
+        )
+        conn.exec_driver_sql("CREATE INDEX o_line_doc ON o_line (doc_id)")
+        conn.exec_driver_sql("INSERT INTO o_doc VALUES (1, 'one'), (2, 'two')")
+        conn.exec_driver_sql("INSERT INTO o_line VALUES (10, 1, 'a'), (11, 1, 'b'), (20, 2, 'c')")
+    other = create_engine(env.url)
+    outcome: list[str] = []
+
+    def add_a_line() -> None:
+        try:
+            with other.begin() as conn:
+                if dialect == "mariadb":
+                    conn.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 2")
+                conn.exec_driver_sql("INSERT INTO o_line VALUES (12, 1, 'late')")
+            outcome.append("committed")
+        except sa.exc.DBAPIError as exc:
+            outcome.append(f"refused: {exc.orig}")
+
+    real = delete._prove_restorable
+
+    def prove_then_add(conn, ctx) -> None:
+        real(conn, ctx)
+        adder = threading.Thread(target=add_a_line)
+        adder.start()
+        adder.join(timeout=30)
+
+    monkeypatch.setattr(delete, "_prove_restorable", prove_then_add)
+    registry = load_registry(env.relations_file)
+    try:
+        if dialect == "postgresql":
+            with pytest.raises(backup.BackupError, match="o_line: 1 row.*added while"):
+                delete.backup_sessions(
+                    env.engine, registry, env.store(), type_name="loose", relation_ids=[1],
+                    uid="t", run_id="orphan",
+                )  # fmt: skip
+            assert outcome == ["committed"]
+            assert _table(env, "o_line") == [(10, 1, "a"), (11, 1, "b"), (12, 1, "late"),
+                                             (20, 2, "c")]  # fmt: skip
+            assert _table(env, "o_doc") == [(1, "one"), (2, "two")]
+        else:
+            delete.backup_sessions(
+                env.engine, registry, env.store(), type_name="loose", relation_ids=[1],
+                uid="t", run_id="orphan",
+            )  # fmt: skip
+            assert len(outcome) == 1 and outcome[0].startswith("refused")
+            assert "Lock wait timeout" in outcome[0]
+            assert _table(env, "o_line") == [(20, 2, "c")]
+    finally:
+        other.dispose()
