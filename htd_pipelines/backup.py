@@ -22,7 +22,7 @@ from htd_pipelines.registry.arrow_types import value_bytes
 from htd_pipelines.registry.relation_ids import RelationIdError, check_text, parse_int_id
 from htd_pipelines.registry.resolved import REL_COLUMN, ResolvedType, TablePlan, resolve_cached
 from htd_pipelines.registry.spec import Registry
-from htd_pipelines.store import catalog
+from htd_pipelines.store import catalog, session_claims
 from htd_pipelines.store.manifest import MANIFEST_FILE, Manifest, TableManifest
 from htd_pipelines.store.snapshots import SnapshotStore, WrittenFile
 
@@ -137,8 +137,50 @@ def plan_backup(
     rtype = resolved(engine, registry, type_name, run_id)
     ids = coerce_ids(rtype, relation_ids)
     rel_ids = list(dict.fromkeys(str(i) for i in ids))
-    skipped: list[tuple[str, str]] = []
+    claimed, busy = session_claims.claim(
+        engine, type_name, rel_ids, run_id, "backup", run_status=run_status
+    )
+    if busy and not from_markers:
+        session_claims.release(engine, type_name, claimed, run_id)
+        raise BackupError("; ".join(busy.values()) + "; nothing was backed up")
+    try:
+        return _plan_claimed(
+            engine, store, rtype, [i for i in ids if str(i) in claimed], uid=uid,
+            keep_source=keep_source, run_id=run_id, from_markers=from_markers,
+            run_status=run_status, max_attempts=max_attempts, registry=registry,
+            busy=list(busy.items()),
+        )  # fmt: skip
+    except BaseException:
+        session_claims.release(engine, type_name, claimed, run_id)
+        raise
+
+
+def _plan_claimed(
+    engine: Engine,
+    store: SnapshotStore,
+    rtype: ResolvedType,
+    ids: list,
+    *,
+    uid: str | None,
+    keep_source: bool,
+    run_id: str,
+    from_markers: bool,
+    run_status: Callable[[str], str | None] | None,
+    max_attempts: int,
+    registry: Registry,
+    busy: list[tuple[str, str]],
+) -> BackupPlan:
+    """plan_backup once the sessions are claimed (`busy`: marked sessions another run holds,
+    left out)."""
+    type_name = rtype.btype.name
+    rel_ids = [str(i) for i in ids]
+    skipped: list[tuple[str, str]] = list(busy)
     problems: list[tuple[str, str]] = []
+    for rid, reason in busy:
+        catalog.log_operation_now(
+            engine, action="marker_skipped", status="skipped", uid=uid, type_name=type_name,
+            relation_ids=[rid], run_id=run_id, message=reason,
+        )  # fmt: skip
     if from_markers:
         outcome = claim_markers(
             engine,
@@ -148,8 +190,10 @@ def plan_backup(
             run_status=run_status or (lambda _run_id: None),
             max_attempts=max_attempts,
         )
-        skipped, problems = outcome.skipped, outcome.problems
-        for rid, reason in [*skipped, *problems]:
+        skipped, problems = skipped + outcome.skipped, outcome.problems
+        left_out = [rid for rid, _ in [*outcome.skipped, *outcome.problems]]
+        session_claims.release(engine, type_name, left_out, run_id)
+        for rid, reason in [*outcome.skipped, *outcome.problems]:
             catalog.log_operation_now(
                 engine,
                 action="marker_skipped",
@@ -265,6 +309,7 @@ def extract_table(
     engine: Engine, registry: Registry, store: SnapshotStore, plan: BackupPlan, table: str
 ) -> TableExtract:
     """Stream the table's rows of every relation id in the plan into one Parquet file each."""
+    session_claims.refresh(engine, plan.type, plan.relation_ids, plan.run_id)  # still alive
     btype = registry.get(plan.type)
     if btype.rule(table) is None or not plan.relation_ids:
         return TableExtract(table)
@@ -324,7 +369,30 @@ def record_backup(
     plan: BackupPlan,
     extracts: list[TableExtract],
 ) -> list[RecordedBackup]:
-    """Write each session's manifest, then its catalog row; all catalog rows in one transaction."""
+    """Write each session's manifest, then its catalog row; all catalog rows in one transaction.
+    Without a delete to follow (keep_source) or when it fails, the sessions are released."""
+    try:
+        recorded = _record(engine, registry, store, plan, extracts)
+    except BaseException:
+        release_sessions(engine, plan)
+        raise
+    if plan.keep_source:
+        release_sessions(engine, plan)
+    return recorded
+
+
+def release_sessions(engine: Engine, plan: BackupPlan) -> None:
+    """The run's claims on its sessions released (the backup is over, done or not)."""
+    session_claims.release(engine, plan.type, plan.relation_ids, plan.run_id)
+
+
+def _record(
+    engine: Engine,
+    registry: Registry,
+    store: SnapshotStore,
+    plan: BackupPlan,
+    extracts: list[TableExtract],
+) -> list[RecordedBackup]:
     if not plan.relation_ids:
         return []
     order = [t.name for t in resolved(engine, registry, plan.type, plan.run_id).tables]

@@ -26,6 +26,7 @@ from htd_pipelines.backup import (
     extract_table,
     plan_backup,
     record_backup,
+    release_sessions,
     resolved,
 )
 from htd_pipelines.dialects.arrow_rows import differences, sort_by_key
@@ -128,9 +129,11 @@ def delete_source(
                 counts=counts,
                 run_id=plan.run_id,
             )
+        release_sessions(engine, plan)
     except Exception as exc:
         if plan.from_markers or isinstance(exc, NotRestorable):
             discard_backups(engine, store, recorded, plan, reason=str(exc))
+        release_sessions(engine, plan)
         catalog.log_operation_now(
             engine,
             action="delete",
@@ -204,11 +207,14 @@ def backup_sessions(
         keep_source=keep_source,
         run_id=run_id,
     )
-    tables = [t.name for t in resolved(engine, registry, type_name, run_id).tables]
-    extracts = [extract_table(engine, registry, store, plan, t) for t in tables]
-    recorded = record_backup(engine, registry, store, plan, extracts)
-    if not keep_source:
-        delete_source(engine, registry, store, plan, recorded)
+    try:
+        tables = [t.name for t in resolved(engine, registry, type_name, run_id).tables]
+        extracts = [extract_table(engine, registry, store, plan, t) for t in tables]
+        recorded = record_backup(engine, registry, store, plan, extracts)
+        if not keep_source:
+            delete_source(engine, registry, store, plan, recorded)
+    finally:
+        release_sessions(engine, plan)
     return recorded
 
 

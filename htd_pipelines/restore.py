@@ -3,6 +3,7 @@ first, read the rows back and compare them with the snapshot. All of it, or noth
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from htd_pipelines.dialects.write import SentRows, insert_rows, read_rows, same_
 from htd_pipelines.registry.arrow_types import TAGGED, untag
 from htd_pipelines.registry.resolved import ResolvedType, TablePlan, resolve_type
 from htd_pipelines.registry.spec import Registry
-from htd_pipelines.store import catalog
+from htd_pipelines.store import catalog, session_claims
 from htd_pipelines.store.catalog import BackupRecord, back_up
 from htd_pipelines.store.manifest import Manifest
 from htd_pipelines.store.snapshots import SnapshotError, SnapshotStore
@@ -539,6 +540,31 @@ def restore_backup(
         return RestoreResult(backup_id, record.relation_id, rows, corrected, _label(target), False)
     if claiming:
         _refuse_if_restored(record)
+        holder = run_id or f"restore-{uuid.uuid4()}"
+        try:
+            session_claims.claim_all(
+                catalog_engine, record.type, [record.relation_id], holder, "restore"
+            )
+        except session_claims.SessionBusy as exc:
+            raise RestoreRefused(str(exc)) from None
+        try:
+            return _restore_claimed(catalog_engine, target, ctx, backup_id, uid, run_id, claiming)
+        finally:
+            session_claims.release(catalog_engine, record.type, [record.relation_id], holder)
+    return _restore_claimed(catalog_engine, target, ctx, backup_id, uid, run_id, claiming)
+
+
+def _restore_claimed(
+    catalog_engine: Engine,
+    target: Engine,
+    ctx: RestoreContext,
+    backup_id: int,
+    uid: str | None,
+    run_id: str | None,
+    claiming: bool,
+) -> RestoreResult:
+    """restore_backup once the session is held (see there)."""
+    record = ctx.manifest_record()
     try:
         with target.begin() as conn:
             if claiming:

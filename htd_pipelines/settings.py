@@ -98,6 +98,13 @@ MARKER_MAX_ATTEMPTS = _var(
     "HTD_MARKER_MAX_ATTEMPTS", "3", "attempts per marker before it is abandoned and reported"
 )
 
+CLAIM_STALE_SECONDS = _var(
+    "HTD_CLAIM_STALE_SECONDS",
+    "60",
+    "a session claim (one backup or restore of a session at a time) whose heartbeat (refreshed "
+    "every third of this by the process holding it) is older than this is taken over",
+)
+
 # -- alerts ----------------------------------------------------------------------------------------
 ALERT_WEBHOOK_URL = _var(
     "HTD_ALERT_WEBHOOK_URL", None, "URL that receives each alert as a JSON POST", secret=True
@@ -183,6 +190,10 @@ def marker_retry_minutes() -> float:
 
 def marker_max_attempts() -> int:
     return int(MARKER_MAX_ATTEMPTS.value())
+
+
+def claim_stale_seconds() -> int:
+    return int(CLAIM_STALE_SECONDS.value())
 
 
 def alert_webhook_url() -> str | None:

@@ -148,13 +148,16 @@ def delete_source(
     relations: RelationRegistry,
     snapshots: SnapshotStorage,
 ) -> None:
-    if plan.keep_source:
-        context.log.info("keep_source is set: source rows are kept")
-    else:
-        counts = delete.delete_source(
-            database.engine(), relations.load(), snapshots.store(), plan, recorded
-        )
-        context.log.info(f"deleted {sum(counts.values())} rows: {counts}")
+    try:
+        if plan.keep_source:
+            context.log.info("keep_source is set: source rows are kept")
+        else:
+            counts = delete.delete_source(
+                database.engine(), relations.load(), snapshots.store(), plan, recorded
+            )
+            context.log.info(f"deleted {sum(counts.values())} rows: {counts}")
+    finally:
+        backup.release_sessions(database.engine(), plan)
     if plan.problems:
         raise Failure(
             f"{len(plan.problems)} marked session(s) could not be backed up: "

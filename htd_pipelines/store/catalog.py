@@ -63,7 +63,13 @@ operation_log = sa.Table(
     sa.Column("message", _LONG_TEXT),
 )
 
-CATALOG_TABLES = ("back_up", "htd_operation_log", "htd_marker_claim", "htd_verification")
+CATALOG_TABLES = (
+    "back_up",
+    "htd_operation_log",
+    "htd_marker_claim",
+    "htd_verification",
+    "htd_session_claim",
+)
 _READY: set[str] = set()
 _LOCK = threading.Lock()
 
@@ -329,6 +335,19 @@ marker_claim = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),  # claimed | done | abandoned
     sa.Column("claimed_at", _TS, nullable=False),
+)
+
+
+# One row per session being backed up or restored: which run holds it (store/session_claims.py).
+session_claim = sa.Table(
+    "htd_session_claim",
+    metadata,
+    sa.Column("type", sa.String(64), primary_key=True),
+    sa.Column("relation_id", sa.String(RELATION_ID_MAX), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # backup | restore
+    sa.Column("claimed_at", _TS, nullable=False),
+    sa.Column("heartbeat_at", _TS, nullable=False),
 )
 
 

@@ -332,7 +332,8 @@ def test_two_restores_at_once_exactly_one_wins(env) -> None:
     assert env.count("process_session", f"WHERE id = {sess}") == 1
 
 
-def test_killed_restore_leaves_nothing_and_stays_restorable(env, tmp_path) -> None:
+def test_killed_restore_leaves_nothing_and_stays_restorable(env, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HTD_CLAIM_STALE_SECONDS", "2")  # the killed run's claim goes stale
     sess = env.ids[2]
     backup_id = backed_up(env, sess)
     before = state(env)
@@ -358,6 +359,9 @@ def test_killed_restore_leaves_nothing_and_stays_restorable(env, tmp_path) -> No
         proc.wait()
     assert state(env) == before  # the half-done transaction left nothing behind
     assert record(env, backup_id).is_reback == 0
+    refused = run_restore(env, backup_id)  # the dead run's claim is still fresh
+    assert not refused.success and "being restored by run doomed" in failure_message(refused)
+    time.sleep(2.5)  # no heartbeat: the claim is stale, the next run takes it over
     result = run_restore(env, backup_id)
     assert result.success, failure_message(result)
     assert env.count("process_session", f"WHERE id = {sess}") == 1
