@@ -5,10 +5,11 @@ before the work starts and released when it ends.
 A claim held by another run makes the second one wait for nothing: it is refused (or, for a
 batch of marked sessions, the session is left out) with a message naming the run that holds
 it. While a process holds claims, a thread of its own refreshes their heartbeat every third
-of HTD_CLAIM_STALE_SECONDS; a claim whose run is over (failed or canceled in Dagster) is taken
-over at once, and one whose heartbeat is older than HTD_CLAIM_STALE_SECONDS (its process was
-killed, the run was never launched, or it is unknown to this Dagster instance) is taken over
-then. Nothing here depends on the run queue's tag limits.
+of HTD_CLAIM_STALE_SECONDS (on SQLite, which has one writer, the run's steps do). A claim
+whose run is over (failed or canceled in Dagster) is taken over at once, and one whose
+heartbeat is older than HTD_CLAIM_STALE_SECONDS (its process was killed, the run was never
+launched, or it is unknown to this Dagster instance) is taken over then. Nothing here depends
+on the run queue's tag limits.
 """
 
 from __future__ import annotations
@@ -160,7 +161,10 @@ class _Heartbeats:
         self._thread: threading.Thread | None = None
 
     def hold(self, engine: Engine, type_name: str, ids: list[str], run_id: str) -> None:
-        if not ids:
+        # SQLite has one writer: a second thread's write would make the run's own
+        # read-then-write transactions fail at once ("database is locked"); there the run's
+        # steps refresh the heartbeat themselves (refresh() at every extract)
+        if not ids or engine.dialect.name == "sqlite":
             return
         with self._lock:
             for rid in ids:
@@ -186,9 +190,13 @@ class _Heartbeats:
                 if not held:
                     self._thread = None
                     return
-            try:
-                for (type_name, rid, run_id), engine in held.items():
-                    refresh(engine, type_name, [rid], run_id)
+            groups: dict[tuple[int, str, str], tuple[Engine, list[str]]] = {}
+            for (type_name, rid, run_id), engine in held.items():
+                groups.setdefault((id(engine), type_name, run_id), (engine, []))[1].append(rid)
+            try:  # one UPDATE per run and type, not per session (SQLite has one writer)
+                for (_, type_name, run_id), (engine, rids) in groups.items():
+                    for start in range(0, len(rids), 500):
+                        refresh(engine, type_name, rids[start : start + 500], run_id)
                 failures = 0
             except sa.exc.SQLAlchemyError:  # the database is away: try again, then give up
                 failures += 1
