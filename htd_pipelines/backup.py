@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from htd_pipelines.dialects import read
 from htd_pipelines.dialects.read import prefetch, stream_batches
 from htd_pipelines.markers import claim_markers
 from htd_pipelines.registry.arrow_types import value_bytes
@@ -49,6 +50,8 @@ class BackupPlan:
     # sessions left out, with the reason; `problems` make the run fail once the rest is done
     skipped: tuple[tuple[str, str], ...] = ()
     problems: tuple[tuple[str, str], ...] = ()
+    # how every table is read as one state of the database (dialects/read.py); None: not held
+    consistency: str | None = None
 
     def location(self, relation_id: str) -> str:
         return SnapshotStore.backup_dir(self.type, relation_id, self.versions[relation_id])
@@ -60,6 +63,7 @@ class TableExtract:
 
     table: str
     per_relation: dict[str, TableManifest] = field(default_factory=dict)
+    consistent: bool = False  # read from the run's read snapshot
 
     @property
     def rows(self) -> int:
@@ -231,6 +235,7 @@ def _plan_claimed(
         from_markers=from_markers,
         skipped=tuple(skipped),
         problems=tuple(problems),
+        consistency=read.open_snapshot(engine, run_id) if rel_ids else None,
     )
 
 
@@ -309,7 +314,8 @@ def extract_table(
     engine: Engine, registry: Registry, store: SnapshotStore, plan: BackupPlan, table: str
 ) -> TableExtract:
     """Stream the table's rows of every relation id in the plan into one Parquet file each."""
-    session_claims.refresh(engine, plan.type, plan.relation_ids, plan.run_id)  # still alive
+    if engine.dialect.name != "sqlite":  # there the read snapshot holds the writers off
+        session_claims.refresh(engine, plan.type, plan.relation_ids, plan.run_id)
     btype = registry.get(plan.type)
     if btype.rule(table) is None or not plan.relation_ids:
         return TableExtract(table)
@@ -324,7 +330,8 @@ def extract_table(
             captures[rid] = _Capture(store, path[rid], schema, tplan)
         return captures[rid]
 
-    for batch in prefetch(stream_batches(engine, tplan, ids)):
+    snapshot = read.snapshot_of(plan.run_id)
+    for batch in prefetch(stream_batches(engine, tplan, ids, snapshot=snapshot)):
         rel = batch.column(REL_COLUMN)
         data = batch.select(schema.names)
         if len(plan.relation_ids) == 1:
@@ -359,7 +366,7 @@ def extract_table(
             encrypted=written.key_id is not None,
             key_id=written.key_id,
         )
-    return TableExtract(table, out)
+    return TableExtract(table, out, consistent=snapshot is not None)
 
 
 def record_backup(
@@ -371,6 +378,7 @@ def record_backup(
 ) -> list[RecordedBackup]:
     """Write each session's manifest, then its catalog row; all catalog rows in one transaction.
     Without a delete to follow (keep_source) or when it fails, the sessions are released."""
+    read.close_snapshot(plan.run_id)  # every table is read; and SQLite's writers wait for it
     try:
         recorded = _record(engine, registry, store, plan, extracts)
     except BaseException:
@@ -382,7 +390,9 @@ def record_backup(
 
 
 def release_sessions(engine: Engine, plan: BackupPlan) -> None:
-    """The run's claims on its sessions released (the backup is over, done or not)."""
+    """The run's read snapshot closed and its claims on its sessions released (the backup is
+    over, done or not)."""
+    read.close_snapshot(plan.run_id)
     session_claims.release(engine, plan.type, plan.relation_ids, plan.run_id)
 
 
@@ -408,6 +418,9 @@ def _record(
             f"(no row left in {root}); nothing was recorded"
         )
     finished = dt.datetime.now(dt.UTC).isoformat()
+    # one state of the database only when every table was read from the run's snapshot
+    held = all(by_table[t].consistent for t in order)
+    consistency = plan.consistency if held else "each table in a transaction of its own"
     manifests: list[tuple[Manifest, str]] = []
     for rid in plan.relation_ids:
         manifest = Manifest(
@@ -425,6 +438,7 @@ def _record(
             compression=f"zstd({store.zstd_level})",
             tables=[by_table[t].per_relation[rid] for t in order],
             encryption=store.encryption_info(),
+            consistency=consistency,
         )
         text = manifest.to_json()  # once: the file and the catalog row hold the same text
         store.write_bytes(f"{manifest.location}/{MANIFEST_FILE}", text.encode())

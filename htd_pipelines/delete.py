@@ -29,6 +29,7 @@ from htd_pipelines.backup import (
     release_sessions,
     resolved,
 )
+from htd_pipelines.dialects import read
 from htd_pipelines.dialects.arrow_rows import differences, sort_by_key
 from htd_pipelines.dialects.write import delete_rows
 from htd_pipelines.markers import finish_claims
@@ -214,6 +215,7 @@ def backup_sessions(
         if not keep_source:
             delete_source(engine, registry, store, plan, recorded)
     finally:
+        read.close_snapshot(plan.run_id)
         release_sessions(engine, plan)
     return recorded
 

@@ -489,8 +489,16 @@ def adbc_connection(engine: Engine) -> Iterator:
 
 
 def read_batches(
-    engine: Engine, stmt: sa.Select, ids: list, schema: pa.Schema, key: tuple[str, ...] = ()
+    engine: Engine,
+    stmt: sa.Select,
+    ids: list,
+    schema: pa.Schema,
+    key: tuple[str, ...] = (),
+    *,
+    snapshot: str | None = None,
 ) -> Iterator[pa.RecordBatch]:
+    """The statement's rows through ADBC; with `snapshot` (an exported snapshot id), read in a
+    REPEATABLE READ transaction of that snapshot: the state every table of the backup sees."""
     import adbc_driver_manager
 
     sql = str(
@@ -498,7 +506,16 @@ def read_batches(
     )
     with adbc_connection(engine) as conn:
         statement = adbc_driver_manager.AdbcStatement(conn)
+        if snapshot is not None:
+            conn.set_options(**{"adbc.connection.autocommit": "false"})
         try:
+            if snapshot is not None:
+                for setup in (
+                    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+                    f"SET TRANSACTION SNAPSHOT '{snapshot}'",
+                ):
+                    statement.set_sql_query(setup)
+                    statement.execute_update()
             statement.set_options(
                 **{"adbc.postgresql.batch_size_hint_bytes": str(ADBC_BATCH_BYTES)}
             )
@@ -509,3 +526,6 @@ def read_batches(
                 yield conform(batch, schema, key)
         finally:
             statement.close()
+            if snapshot is not None:
+                conn.rollback()
+                conn.set_options(**{"adbc.connection.autocommit": "true"})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -85,6 +86,65 @@ def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 4) -> Iterator[pa.R
             close()
 
 
+@dataclass
+class ReadSnapshot:
+    """One state of the database that every table of a backup is read from: a transaction
+    held open on `conn` from the plan to the last extract. PostgreSQL exports it
+    (`pg_export_snapshot()`), so the ADBC fast path's own connection reads the same state
+    (`SET TRANSACTION SNAPSHOT`); MariaDB/MySQL reads on `conn` itself (START TRANSACTION WITH
+    CONSISTENT SNAPSHOT); SQLite too (one read transaction: writers wait until it ends)."""
+
+    method: str
+    conn: Connection
+    pg_snapshot: str | None = None
+
+
+_SNAPSHOTS: dict[str, ReadSnapshot] = {}
+_SNAPSHOTS_LOCK = threading.Lock()
+
+
+def open_snapshot(engine: Engine, key: str) -> str:
+    """Open the read snapshot of a backup run (`key`: its run id); what the manifest records."""
+    close_snapshot(key)
+    name = engine.dialect.name
+    if name == "postgresql":
+        conn = engine.connect().execution_options(isolation_level="REPEATABLE READ")
+        conn.begin()
+        exported = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
+        snap = ReadSnapshot("postgresql pg_export_snapshot (repeatable read)", conn, exported)
+    elif name in ("mysql", "mariadb"):
+        conn = engine.connect().execution_options(isolation_level="REPEATABLE READ")
+        conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        snap = ReadSnapshot("start transaction with consistent snapshot", conn)
+    else:
+        conn = engine.connect()
+        conn.begin()
+        conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()  # the read lock
+        snap = ReadSnapshot("sqlite read transaction", conn)
+    with _SNAPSHOTS_LOCK:
+        _SNAPSHOTS[key] = snap
+    return snap.method
+
+
+def snapshot_of(key: str) -> ReadSnapshot | None:
+    """The run's read snapshot, if this process holds one (the in-process executor runs the
+    plan and every extract in one process; elsewhere each table is read on its own)."""
+    with _SNAPSHOTS_LOCK:
+        return _SNAPSHOTS.get(key)
+
+
+def close_snapshot(key: str) -> None:
+    """End the run's read snapshot (before anything of the run writes: on SQLite the read
+    transaction would hold writers off)."""
+    with _SNAPSHOTS_LOCK:
+        snap = _SNAPSHOTS.pop(key, None)
+    if snap is not None:
+        try:
+            snap.conn.rollback()
+        finally:
+            snap.conn.close()
+
+
 def stream_batches(
     engine: Engine,
     plan: TablePlan,
@@ -92,6 +152,7 @@ def stream_batches(
     *,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     conn: Connection | None = None,
+    snapshot: ReadSnapshot | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """The rows of `plan`'s table owned by the sessions `ids`, in snapshot schema + REL_COLUMN.
 
@@ -101,7 +162,7 @@ def stream_batches(
     """
     ids = list(ids)
     try:
-        yield from _batches(engine, plan, ids, batch_rows, conn)
+        yield from _batches(engine, plan, ids, batch_rows, conn, snapshot)
     except ValueRefused as exc:
         if isinstance(exc, _Named):
             raise
@@ -134,14 +195,22 @@ def _exact_culprit(engine: Engine, plan: TablePlan, ids: list) -> ValueRefused |
 
 
 def _batches(
-    engine: Engine, plan: TablePlan, ids: list, batch_rows: int, conn: Connection | None
+    engine: Engine,
+    plan: TablePlan,
+    ids: list,
+    batch_rows: int,
+    conn: Connection | None,
+    snapshot: ReadSnapshot | None = None,
 ) -> Iterator[pa.RecordBatch]:
     schema = output_schema(plan, rel_arrow_type(plan))
     stmt = plan.select_rows()
     key = tuple(plan.primary_key)
     if conn is None and engine.dialect.name == "postgresql" and settings.fast_path_enabled():
-        yield from postgresql.read_batches(engine, stmt, ids, schema, key)
+        exported = snapshot.pg_snapshot if snapshot is not None else None
+        yield from postgresql.read_batches(engine, stmt, ids, schema, key, snapshot=exported)
         return
+    if conn is None and snapshot is not None:
+        conn = snapshot.conn
     if conn is not None:
         yield from _portable(conn, stmt, ids, schema, batch_rows, key)
         return

@@ -4,11 +4,13 @@ from dagster import (
     Config,
     ExecutorDefinition,
     Failure,
+    HookContext,
     In,
     JobDefinition,
     OpDefinition,
     OpExecutionContext,
     Out,
+    failure_hook,
     graph,
     in_process_executor,
     op,
@@ -19,10 +21,12 @@ from htd_pipelines import backup, delete
 from htd_pipelines.assets.catalog import backup_materialization
 from htd_pipelines.assets.run_tags import add_missing_run_tags
 from htd_pipelines.backup import BackupPlan, RecordedBackup, TableExtract
+from htd_pipelines.dialects import read
 from htd_pipelines.jobs.run_config import backup_tags
 from htd_pipelines.registry.spec import Registry, TableRule
 from htd_pipelines.resources import AppDatabase, RelationRegistry, SnapshotStorage
 from htd_pipelines.settings import marker_max_attempts
+from htd_pipelines.store import session_claims
 
 
 class BackupConfig(Config):
@@ -166,6 +170,14 @@ def delete_source(
         )
 
 
+@failure_hook(required_resource_keys={"database"})
+def release_on_failure(context: HookContext) -> None:
+    """A step failed: the run's read snapshot is closed and its session claims released at
+    once (the next run need not wait for the claims to go stale)."""
+    read.close_snapshot(context.run_id)
+    session_claims.release_run(context.resources.database.engine(), context.run_id)
+
+
 def build_backup_job(
     registry: Registry, executor_def: ExecutorDefinition = in_process_executor
 ) -> JobDefinition:
@@ -194,4 +206,5 @@ def build_backup_job(
     return backup_graph.to_job(
         executor_def=executor_def,
         tags={"htd/job": "backup"},
+        hooks={release_on_failure},
     )

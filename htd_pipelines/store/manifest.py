@@ -80,6 +80,9 @@ class Manifest:
     # kind "incremental": "incremental" (changes since the previous version) or "differential"
     # (changes since the full version: its base_version is the full one)
     delta: str | None = None
+    # how the tables were read as one state of the database (dialects/read.py ReadSnapshot);
+    # None: each table read in a transaction of its own (older backups)
+    consistency: str | None = None
 
     @property
     def total_rows(self) -> int:

@@ -152,6 +152,14 @@ def release(engine: Engine, type_name: str, relation_ids: Iterable[str], run_id:
         )
 
 
+def release_run(engine: Engine, run_id: str) -> None:
+    """Every claim a run holds, released (the run failed part-way)."""
+    _HEARTBEAT.drop_run(run_id)
+    catalog.ensure_catalog(engine)
+    with engine.begin() as conn:
+        conn.execute(session_claim.delete().where(session_claim.c.run_id == run_id))
+
+
 class _Heartbeats:
     """The claims this process holds, refreshed by one daemon thread while there are any."""
 
@@ -179,6 +187,11 @@ class _Heartbeats:
         with self._lock:
             for rid in ids:
                 self._held.pop((type_name, rid, run_id), None)
+
+    def drop_run(self, run_id: str) -> None:
+        with self._lock:
+            for k in [k for k in self._held if k[2] == run_id]:
+                self._held.pop(k, None)
 
     def _run(self) -> None:
         failures = 0
