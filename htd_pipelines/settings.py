@@ -72,6 +72,21 @@ SCHEDULES_FILE = _var(
 FAST_PATH = _var(
     "HTD_FAST_PATH", "1", "0 switches the dialect fast paths off (portable path only)"
 )
+CONNECT_TIMEOUT_S = _var(
+    "HTD_CONNECT_TIMEOUT_S", "10", "seconds to wait for a database connection to open"
+)
+LOCK_TIMEOUT_S = _var(
+    "HTD_LOCK_TIMEOUT_S",
+    "30",
+    "seconds a statement waits for a lock the application holds before it fails (PostgreSQL "
+    "lock_timeout, MariaDB innodb_lock_wait_timeout and lock_wait_timeout, SQLite busy timeout)",
+)
+STATEMENT_TIMEOUT_S = _var(
+    "HTD_STATEMENT_TIMEOUT_S",
+    "3600",
+    "seconds one statement may run (PostgreSQL statement_timeout; MariaDB/MySQL: the client's "
+    "read/write timeout, so a server that stops answering ends there too); 0: none",
+)
 ZSTD_LEVEL = _var("HTD_ZSTD_LEVEL", None, "zstd level of Parquet files, 1-22 (default 1)")
 ENCRYPTION_KEYS = _var(
     "HTD_ENCRYPTION_KEYS",
@@ -165,6 +180,29 @@ def relations_file() -> str:
 
 def snapshot_uri() -> str:
     return SNAPSHOT_URI.text() or default_snapshot_uri()
+
+
+def _seconds(variable: Variable) -> float:
+    text = variable.value()
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{variable.name}={text!r} is not a number of seconds") from None
+    if value < 0:
+        raise ValueError(f"{variable.name}={text!r} must not be negative")
+    return value
+
+
+def connect_timeout_s() -> float:
+    return _seconds(CONNECT_TIMEOUT_S)
+
+
+def lock_timeout_s() -> float:
+    return _seconds(LOCK_TIMEOUT_S)
+
+
+def statement_timeout_s() -> float:
+    return _seconds(STATEMENT_TIMEOUT_S)
 
 
 def fast_path_enabled() -> bool:

@@ -34,18 +34,36 @@ def create_engine(url: str | URL) -> Engine:
     u = normalize_url(url)
     backend = u.get_backend_name()
     kwargs: dict = {"future": True}
+    connect_s = max(1, round(settings.connect_timeout_s()))
+    lock_s, statement_s = settings.lock_timeout_s(), settings.statement_timeout_s()
     if backend == "postgresql":
-        kwargs["connect_args"] = {"options": "-c timezone=UTC"}
+        # timeouts: a lock the application holds, a statement that never ends, a server or a
+        # network that goes away (TCP keepalives: a dead peer is found within ~1 minute)
+        kwargs["connect_args"] = {
+            "options": f"-c timezone=UTC -c lock_timeout={round(lock_s * 1000)} "
+            f"-c statement_timeout={round(statement_s * 1000)}",
+            "connect_timeout": connect_s,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
     elif backend in ("mysql", "mariadb"):
         # local_infile: restores write with LOAD DATA LOCAL (mysql.py) unless the fast
         # paths are off (HTD_FAST_PATH=0)
+        lock_whole = max(1, round(lock_s))
         kwargs["connect_args"] = {
-            "init_command": "SET time_zone = '+00:00'",
+            "init_command": "SET time_zone = '+00:00', "
+            f"innodb_lock_wait_timeout = {lock_whole}, lock_wait_timeout = {lock_whole}",
             "local_infile": settings.fast_path_enabled(),
+            "connect_timeout": connect_s,
+            # the client gives up on a server that stops answering (PyMySQL socket timeouts)
+            "read_timeout": statement_s or None,
+            "write_timeout": statement_s or None,
         }
     engine = sa.create_engine(u, **kwargs)
     if backend == "sqlite":
-        sqlite.configure(engine)
+        sqlite.configure(engine, busy_timeout_ms=round(lock_s * 1000))
     elif backend in ("mysql", "mariadb"):
         # spatial columns reflect as arrow_types.Geometry (carried as the server's bytes),
         # not as NullType; this engine's dialect only
