@@ -29,13 +29,16 @@ def find_backup(
     *,
     database_url: str | None = None,
 ) -> BackupRecord:
-    """The catalog row of a backup: the given version, or the newest one."""
+    """The catalog row of a backup: the given version, or the newest one whose delete did not
+    fail (a failed delete leaves a copy of a session that is still live: asked for by its
+    version, it is given)."""
     engine = get_engine(database_url or settings.database_url())
     catalog.ensure_catalog(engine)
     with engine.connect() as conn:
         found = catalog.find_backups(
-            conn, type_name=type_name, relation_id=str(relation_id), version=version, limit=1
-        )
+            conn, type_name=type_name, relation_id=str(relation_id), version=version, limit=1,
+            usable_only=version is None,
+        )  # fmt: skip
     if not found:
         which = f"version {version}" if version is not None else "any version"
         raise CatalogError(f"no backup of type {type_name!r}, relation id {relation_id} ({which})")

@@ -134,6 +134,8 @@ def delete_source(
     except Exception as exc:
         if plan.from_markers or isinstance(exc, NotRestorable):
             discard_backups(engine, store, recorded, plan, reason=str(exc))
+        else:  # kept, marked: `backups` and `show` say so, and it is not the newest backup
+            catalog.mark_delete_failed(engine, [r.backup_id for r in recorded])
         release_sessions(engine, plan)
         catalog.log_operation_now(
             engine,

@@ -113,7 +113,7 @@ def cmd_backups(args: argparse.Namespace) -> int:
             "version",
             "rows",
             "bytes",
-            "is_reback",
+            "state",
             "uid",
             "created_at",
         ]
@@ -159,7 +159,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     s = record.summary()
     print(
         f"backup {s['id']}: type {s['type']} relation {s['relation_id']} version {s['version']} "
-        f"(uid {s['uid']}, created {s['created_at']}, is_reback {s['is_reback']})"
+        f"(uid {s['uid']}, created {s['created_at']}, {s['state']})"
     )
     print(f"snapshots: {manifest.snapshot_uri}/{manifest.location}")
     if manifest.kind == "full":

@@ -36,6 +36,9 @@ back_up = sa.Table(
     sa.Column("total_bytes", sa.BigInteger, nullable=False, default=0),
     sa.Column("run_id", sa.String(64)),
     sa.Column("source_deleted", sa.SmallInteger, nullable=False, default=0),
+    # 1: the backup's delete failed (its rows changed meanwhile, a lock, a timeout): a copy of
+    # a session that is still live, not offered as the newest backup (find_backups)
+    sa.Column("delete_failed", sa.SmallInteger, nullable=False, default=0, server_default="0"),
     sa.Column("is_reback", sa.SmallInteger, nullable=False, default=0),
     sa.Column("restored_at", _TS),
     sa.Column("restored_by", sa.String(64)),
@@ -89,6 +92,7 @@ def ensure_catalog(engine: Engine) -> None:
     with _LOCK:
         metadata.create_all(engine, checkfirst=True)
         _widen_relation_ids(engine)
+        _add_delete_failed(engine)
         _READY.add(key)
 
 
@@ -117,6 +121,27 @@ def _widen_relation_ids(engine: Engine) -> None:
                 )
 
 
+def _add_delete_failed(engine: Engine) -> None:
+    """Catalogs created before `back_up.delete_failed` get the column (0 for every row)."""
+    names = {c["name"] for c in sa.inspect(engine).get_columns(back_up.name)}
+    if "delete_failed" in names:
+        return
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"ALTER TABLE {back_up.name} ADD COLUMN delete_failed SMALLINT NOT NULL DEFAULT 0"
+        )
+
+
+def mark_delete_failed(engine: Engine, backup_ids: list[int]) -> None:
+    """The delete of these backups failed: their sessions are still live (see back_up)."""
+    with engine.begin() as conn:
+        conn.execute(
+            back_up.update()
+            .where(back_up.c.id.in_(backup_ids), back_up.c.source_deleted == 0)
+            .values(delete_failed=1)
+        )
+
+
 def forget_catalog_cache() -> None:
     _READY.clear()
 
@@ -139,6 +164,16 @@ class BackupRecord:
     total_bytes: int
     run_id: str | None
     manifest_json: str
+    delete_failed: int = 0
+
+    @property
+    def state(self) -> str:
+        """What became of the backup: restored / source deleted / delete failed / kept."""
+        if self.is_reback:
+            return "restored"
+        if self.source_deleted:
+            return "source deleted"
+        return "delete failed" if self.delete_failed else "kept"
 
     @property
     def manifest(self) -> Manifest:
@@ -153,6 +188,8 @@ class BackupRecord:
             "uid": self.uid,
             "is_reback": self.is_reback,
             "source_deleted": self.source_deleted,
+            "delete_failed": self.delete_failed,
+            "state": self.state,
             "rows": self.total_rows,
             "bytes": self.total_bytes,
             "created_at": self.created_at.isoformat() if self.created_at else None,
@@ -184,6 +221,7 @@ def _record(row: sa.Row) -> BackupRecord:
         total_bytes=int(m["total_bytes"]),
         run_id=m["run_id"],
         manifest_json=m["manifest"],
+        delete_failed=int(m.get("delete_failed") or 0),
     )
 
 
@@ -237,8 +275,13 @@ def find_backups(
     relation_id: str | None = None,
     version: int | None = None,
     limit: int | None = None,
+    usable_only: bool = False,
 ) -> list[BackupRecord]:
+    """Newest first. `usable_only`: leave out backups whose delete failed (copies of a live
+    session that a later backup supersedes)."""
     stmt = sa.select(back_up).order_by(back_up.c.id.desc())
+    if usable_only:
+        stmt = stmt.where(back_up.c.delete_failed == 0)
     if type_name is not None:
         stmt = stmt.where(back_up.c.type == type_name)
     if relation_id is not None:

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from dagster import AssetKey, DagsterInstance
 
-from htd_pipelines import backup, delete
+from htd_pipelines import api, backup, delete
 from htd_pipelines.api import list_backups, load_backup
 from htd_pipelines.cli.launch import failure_message
 from htd_pipelines.demo.schema import SESSION_TABLES
@@ -206,6 +206,24 @@ def test_row_added_meanwhile_aborts_the_delete(env) -> None:
         )
     assert rec.source_deleted == 0
     assert failed and "session_comment" in failed[0]["message"]
+    # marked: shown as such, and not offered as the session's newest backup
+    assert (rec.delete_failed, rec.state) == (1, "delete failed")
+    with pytest.raises(catalog.CatalogError, match="no backup"):
+        api.find_backup("inst", target)
+    assert api.find_backup("inst", target, rec.version).id == rec.id  # asked for explicitly
+
+
+def test_an_older_catalog_gets_the_delete_failed_column(env) -> None:
+    catalog.ensure_catalog(env.engine)
+    with env.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE back_up DROP COLUMN delete_failed")
+    catalog.forget_catalog_cache()
+    catalog.ensure_catalog(env.engine)
+    [rec] = delete.backup_sessions(
+        env.engine, load_registry(env.relations_file), env.store(), type_name="inst",
+        relation_ids=[env.ids[0]], uid="u", run_id="upgraded",
+    )  # fmt: skip
+    assert api.find_backup("inst", env.ids[0]).id == rec.backup_id
 
 
 def test_tampered_snapshot_refuses_the_delete(env) -> None:
