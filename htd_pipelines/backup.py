@@ -193,6 +193,7 @@ def _plan_claimed(
             run_id=run_id,
             run_status=run_status or (lambda _run_id: None),
             max_attempts=max_attempts,
+            sessions_held=True,  # claimed above: no other run is working on these sessions
         )
         skipped, problems = skipped + outcome.skipped, outcome.problems
         left_out = [rid for rid, _ in [*outcome.skipped, *outcome.problems]]

@@ -107,8 +107,14 @@ def claim_markers(
     run_id: str,
     run_status: Callable[[str], str | None],
     max_attempts: int,
+    sessions_held: bool = False,
 ) -> ClaimOutcome:
-    """Claim each session's current marker for this run; see the module docstring."""
+    """Claim each session's current marker for this run; see the module docstring.
+
+    `sessions_held`: the caller holds the sessions' claims (store/session_claims.py), so a
+    marker claimed by another run that did not finish it is not being worked on, whatever
+    Dagster says of that run (a killed run stays STARTED until run monitoring fails it, for
+    hours): it is taken over, counted as an attempt."""
     type_name = rtype.btype.name
     current = current_markers(engine, rtype, ids)
     claimed, skipped, problems = [], [], []
@@ -150,7 +156,7 @@ def claim_markers(
                 problems.append((rid, f"abandoned after {row['attempts']} failed attempts"))
                 continue
             status = run_status(row["run_id"])
-            if status is not None and status not in FAILED_STATES:
+            if status is not None and status not in FAILED_STATES and not sessions_held:
                 skipped.append((rid, f"being backed up by run {row['run_id']} ({status})"))
                 continue
             if row["attempts"] >= max_attempts:

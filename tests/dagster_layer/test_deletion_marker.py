@@ -225,3 +225,30 @@ def test_a_backlog_of_5000_markers_drains_exactly_once(env, monkeypatch) -> None
     counts = backups_per_session(env)
     assert len(counts) == 5000 and set(counts.values()) == {1}
     assert env.count("process_session") == 0
+
+
+def test_a_marker_left_claimed_by_a_killed_run_is_taken_over(env) -> None:
+    """A run killed after it claimed a marker stays STARTED in Dagster for hours; its session
+    claim's heartbeat stops. The next run holds the session, so it takes the marker over and
+    backs the session up (before: skipped as "being backed up", for as long as the run looked
+    alive)."""
+    from htd_pipelines import backup
+    from htd_pipelines.registry.spec import load_registry
+
+    ids = seed_demo(env.engine, 2, seed=6, test_fraction=0)
+    mark(env, ids)
+    registry = load_registry(env.relations_file)
+    first = backup.plan_backup(
+        env.engine, registry, env.store(), type_name="inst", relation_ids=ids, uid=None,
+        keep_source=False, run_id="killed-run", from_markers=True,
+        run_status=lambda run_id: None,
+    )  # fmt: skip
+    assert set(first.relation_ids) == {str(i) for i in ids}
+    backup.release_sessions(env.engine, first)  # as the killed run's heartbeat lapses
+    second = backup.plan_backup(
+        env.engine, registry, env.store(), type_name="inst", relation_ids=ids, uid=None,
+        keep_source=False, run_id="next-run", from_markers=True,
+        run_status=lambda run_id: "STARTED" if run_id == "killed-run" else None,
+    )  # fmt: skip
+    assert set(second.relation_ids) == {str(i) for i in ids}, second.skipped
+    backup.release_sessions(env.engine, second)
