@@ -256,7 +256,34 @@ def _parent_key(btype: BackupType, rule: TableRule, parent_plan: TablePlan, wher
             "it alone): the select would repeat rows; key the table to a unique column of the "
             "parent"
         )
+    _check_key_matches_foreign_key(rule, parent_plan, parent_key, where)
     return parent_key
+
+
+def _check_key_matches_foreign_key(
+    rule: TableRule, parent_plan: TablePlan, parent_key: str, where: str
+) -> None:
+    """When the database has a foreign key on the table's key column, it must point at the
+    declared parent's parent_key: a registry that keys a table to another parent selects
+    (and deletes) rows of other sessions."""
+    table = parent_plan.table.metadata.tables.get(
+        f"{rule.schema}.{rule.name}" if rule.schema else rule.name
+    )
+    if table is None or rule.key not in table.c:
+        return
+    targets = [
+        fk.target_fullname
+        for fk in table.foreign_keys
+        if fk.parent.name == rule.key and len(fk.constraint.column_keys) == 1
+    ]
+    expected = f"{parent_plan.table.fullname}.{parent_key}"
+    if targets and expected not in targets:
+        raise RegistryError(
+            f"{where}: table {rule.table!r}: its key {rule.key!r} has a foreign key to "
+            f"{', '.join(targets)}, not to the declared parent {parent_plan.name}.{parent_key}: "
+            "the session's rows would be selected through the wrong parent; fix parent or "
+            "parent_key"
+        )
 
 
 def resolve_type(engine: Engine, btype: BackupType, source: str = "registry") -> ResolvedType:

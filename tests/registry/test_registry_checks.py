@@ -238,3 +238,42 @@ def test_a_table_outside_the_type_changed_by_the_delete_is_refused(db_url, tmp_p
         resolve_type(engine, registry.get("doc"), registry.path)
     message = str(refused.value)
     assert "oc_audit" in message and "oc_line" in message and f"ON DELETE {rule}" in message
+
+
+WRONG_PARENT = """\
+types:
+  doc:
+    root: {table: wp_doc, key: id}
+    tables:
+      - {table: wp_part, key: doc_id}
+      - {table: wp_other, key: doc_id}
+      - {table: wp_line, key: part_id, parent: %s}
+"""
+
+
+def test_a_key_whose_foreign_key_points_elsewhere_is_refused(db_url, tmp_path) -> None:
+    """wp_line.part_id references wp_part.id, but the registry says its parent is wp_other:
+    the session's lines would be selected (and deleted) through the wrong parent."""
+    from htd_pipelines.dialects.engine import get_engine
+
+    engine = get_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE wp_doc (id INTEGER NOT NULL PRIMARY KEY)"))
+        for name in ("wp_part", "wp_other"):
+            conn.execute(
+                sa.text(
+                    f"CREATE TABLE {name} (id INTEGER NOT NULL PRIMARY KEY, doc_id INTEGER NOT "
+                    "NULL, FOREIGN KEY (doc_id) REFERENCES wp_doc (id))"
+                )
+            )
+        conn.execute(
+            sa.text(
+                "CREATE TABLE wp_line (id INTEGER NOT NULL PRIMARY KEY, part_id INTEGER NOT NULL,"
+                " FOREIGN KEY (part_id) REFERENCES wp_part (id))"
+            )
+        )
+    wrong = load_registry(_registry(tmp_path, WRONG_PARENT % "wp_other"))
+    with pytest.raises(RegistryError, match="wp_line.*foreign key to wp_part.id.*wp_other.id"):
+        resolve_type(engine, wrong.get("doc"), wrong.path)
+    right = load_registry(_registry(tmp_path, WRONG_PARENT % "wp_part"))
+    resolve_type(engine, right.get("doc"), right.path)
