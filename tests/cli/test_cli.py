@@ -222,3 +222,31 @@ def test_an_unreadable_snapshot_folder_is_one_error_line(cli_env, capsys) -> Non
     assert code == 1 and not out
     [line] = err.splitlines()
     assert line.startswith("error: ") and str(folder) in line and "Not a directory" in line
+
+
+def test_two_cli_backups_of_one_session_at_once_make_one_backup(cli_env, tmp_path) -> None:
+    """Two `htd-pipelines backup` processes for the same session, started together (no run
+    queue in between): one backs it up and deletes it; the other is refused naming the run
+    that holds the session, or finds it gone. Never two captures of it."""
+    target = str(cli_env.ids[1])
+    (tmp_path / "dagster_home").mkdir(exist_ok=True)
+    with DagsterInstance.get():  # its storage exists before two processes open it
+        pass
+    cmd = [sys.executable, "-m", "htd_pipelines.cli.main", "backup", "--type", "inst", target]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outcomes = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _, _ in outcomes)
+    assert codes[0] == 0 and codes[1] != 0, outcomes
+    loser = next(err for code, _, err in outcomes if code != 0)
+    assert "being backed up by run" in loser or "unknown relation id" in loser, loser
+    with cli_env.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT source_deleted FROM back_up WHERE relation_id = :r"), {"r": target}
+        ).all()
+        assert [tuple(r) for r in rows] == [(1,)]
+        assert conn.execute(
+            sa.text("SELECT count(*) FROM process_session WHERE id = :r"), {"r": int(target)}
+        ).scalar() == 0
