@@ -50,8 +50,11 @@ def _out_of_range(arr: pa.Array) -> pa.Array | None:
         raw, lo, hi = arr.view(pa.int64()), 0, _TIME_MAX - 1
     else:
         return None
-    bad = pc.fill_null(pc.or_(pc.less(raw, lo), pc.greater(raw, hi)), False)
-    return bad if pc.any(bad).as_py() else None
+    bounds = pc.min_max(raw)  # one pass, nothing allocated: the mask only when it is needed
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    if low is None or (low >= lo and high <= hi):
+        return None
+    return pc.fill_null(pc.or_(pc.less(raw, lo), pc.greater(raw, hi)), False)
 
 
 def _uuid_text(arr: pa.Array) -> pa.Array:

@@ -20,7 +20,7 @@ _SLOW = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.
 
 settings.register_profile(
     "ci",
-    max_examples=int(os.environ.get("HTD_PROPERTY_EXAMPLES", "50")),
+    max_examples=int(os.environ.get("HTD_PROPERTY_EXAMPLES", "25")),
     deadline=None,
     derandomize=True,
     database=None,
