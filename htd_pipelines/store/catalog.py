@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +91,7 @@ def ensure_catalog(engine: Engine) -> None:
     if key in _READY:
         return
     with _LOCK:
-        metadata.create_all(engine, checkfirst=True)
+        _create_tables(engine)
         _widen_relation_ids(engine)
         _add_delete_failed(engine)
         _READY.add(key)
@@ -121,15 +122,33 @@ def _widen_relation_ids(engine: Engine) -> None:
                 )
 
 
+def _create_tables(engine: Engine, attempts: int = 3) -> None:
+    """The catalog's tables, created where missing. Two processes doing so at once (two
+    first runs on a new database) race between the check and the CREATE: the loser's CREATE
+    fails although the table is now there, so it checks again."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine, checkfirst=True)
+            return
+        except sa.exc.DBAPIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 def _add_delete_failed(engine: Engine) -> None:
     """Catalogs created before `back_up.delete_failed` get the column (0 for every row)."""
     names = {c["name"] for c in sa.inspect(engine).get_columns(back_up.name)}
     if "delete_failed" in names:
         return
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            f"ALTER TABLE {back_up.name} ADD COLUMN delete_failed SMALLINT NOT NULL DEFAULT 0"
-        )
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                f"ALTER TABLE {back_up.name} ADD COLUMN delete_failed SMALLINT NOT NULL DEFAULT 0"
+            )
+    except sa.exc.DBAPIError:  # another process added it a moment ago
+        if "delete_failed" not in {c["name"] for c in sa.inspect(engine).get_columns(back_up.name)}:
+            raise
 
 
 def mark_delete_failed(engine: Engine, backup_ids: list[int]) -> None:
