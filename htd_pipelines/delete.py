@@ -130,13 +130,11 @@ def delete_source(
                 counts=counts,
                 run_id=plan.run_id,
             )
-        release_sessions(engine, plan)
     except Exception as exc:
         if plan.from_markers or isinstance(exc, NotRestorable):
             discard_backups(engine, store, recorded, plan, reason=str(exc))
         else:  # kept, marked: `backups` and `show` say so, and it is not the newest backup
             catalog.mark_delete_failed(engine, [r.backup_id for r in recorded])
-        release_sessions(engine, plan)
         catalog.log_operation_now(
             engine,
             action="delete",
@@ -149,6 +147,8 @@ def delete_source(
             message=str(exc),
         )
         raise
+    finally:
+        release_sessions(engine, plan)
     return counts
 
 

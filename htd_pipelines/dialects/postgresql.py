@@ -35,7 +35,7 @@ from sqlalchemy.sql.visitors import replacement_traverse
 
 from htd_pipelines.dialects.arrow_rows import conform, output_schema, rel_arrow_type, sort_by_key
 from htd_pipelines.dialects.engine import quoted
-from htd_pipelines.registry.arrow_types import ValueRefused, select_expression, value_bytes
+from htd_pipelines.registry.arrow_types import ValueRefused, value_bytes
 from htd_pipelines.registry.resolved import TablePlan
 
 if TYPE_CHECKING:  # imported where used: pgpq and psycopg load only for PostgreSQL
@@ -353,8 +353,7 @@ def delete_returning(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
     """Delete the sessions' rows of the table; their values as they were, in snapshot schema:
     `COPY (DELETE ... RETURNING ...) TO STDOUT (FORMAT csv)` parsed by Arrow (no Python row
     objects: about 4x faster than the driver's rows at 1M rows)."""
-    values = [select_expression(tplan.table.c[c.name], c) for c in tplan.columns]
-    stmt = sa.delete(tplan.table).where(tplan.where_owned()).returning(*values)
+    stmt = tplan.delete_returning()
 
     def bind(element: sa.ClauseElement) -> sa.ClauseElement | None:  # DML has no .params()
         if isinstance(element, sa.BindParameter) and element.key == "ids":

@@ -21,7 +21,7 @@ from htd_pipelines.dialects.arrow_rows import output_schema, rel_arrow_type, row
 from htd_pipelines.dialects.engine import quoted
 from htd_pipelines.dialects.postgresql import SentRows
 from htd_pipelines.dialects.read import stream_batches
-from htd_pipelines.registry.arrow_types import TAGGED, select_expression, untag
+from htd_pipelines.registry.arrow_types import TAGGED, untag
 from htd_pipelines.registry.resolved import REL_COLUMN, TablePlan
 
 INSERT_BATCH_ROWS = 5_000
@@ -114,7 +114,5 @@ def delete_rows(conn: Connection, tplan: TablePlan, ids: list) -> pa.Table:
     on PostgreSQL COPY csv parsed by Arrow, elsewhere the driver's rows)."""
     if use_copy(conn):
         return postgresql.delete_returning(conn, tplan, ids)
-    values = [select_expression(tplan.table.c[c.name], c) for c in tplan.columns]
-    stmt = sa.delete(tplan.table).where(tplan.where_owned()).returning(*values)
-    rows = conn.execute(stmt, {"ids": ids}).fetchall()
+    rows = conn.execute(tplan.delete_returning(), {"ids": ids}).fetchall()
     return pa.Table.from_batches([rows_to_batch(rows, tplan.arrow_schema())])

@@ -57,9 +57,17 @@ class TablePlan:
     def _ids_param(self) -> sa.BindParameter:
         return sa.bindparam("ids", expanding=True)
 
+    def values(self) -> list[sa.ColumnElement]:
+        """Every column as the expression that reads it as its snapshot value."""
+        return [select_expression(self.table.c[c.name], c) for c in self.columns]
+
+    def delete_returning(self) -> sa.Delete:
+        """DELETE this table's rows of the sessions in `:ids`, RETURNING their snapshot values."""
+        return sa.delete(self.table).where(self.where_owned()).returning(*self.values())
+
     def select_rows(self) -> sa.Select:
         """This table's rows of the sessions in `:ids`, plus the session id as REL_COLUMN."""
-        cols = [select_expression(self.table.c[c.name], c) for c in self.columns]
+        cols = self.values()
         if self.parent is None:
             rel = self.table.c[self.rule.key]
             return sa.select(*cols, rel.label(REL_COLUMN)).where(rel.in_(self._ids_param()))
